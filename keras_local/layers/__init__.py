@@ -1,0 +1,17 @@
+"""Blocks with attached local heads, the heads, and augmentation layers."""
+
+from keras_local.layers.block import Block
+from keras_local.layers.conv_block import ConvBlock
+from keras_local.layers.dense_block import DenseBlock
+from keras_local.layers.prediction_head import PredictionHead
+from keras_local.layers.prediction_head import decoder_pooling
+from keras_local.layers.similarity_head import SimilarityHead
+
+__all__ = [
+    "Block",
+    "ConvBlock",
+    "DenseBlock",
+    "PredictionHead",
+    "SimilarityHead",
+    "decoder_pooling",
+]

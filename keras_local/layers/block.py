@@ -1,0 +1,64 @@
+import keras
+
+from keras_local.layers.activations import get_activation
+
+
+class Block(keras.layers.Layer):
+    """Base of the hidden blocks: weights -> BatchNorm -> activation -> dropout.
+
+    A block is the unit a local rule trains: its heads read the activation
+    *before* dropout (the "features"), and the next block reads the output
+    after dropout (and after any pooling). `call` returns both, as
+    `(features, outputs)`. Subclasses make the weighted layer (`_make_kernel`)
+    and the dropout layer.
+
+    BatchNorm uses PyTorch's settings (momentum 0.1 there, 0.9 here;
+    epsilon 1e-5), as the reference code.
+    """
+
+    def __init__(self, activation="relu", dropout=0.0, batch_norm=True, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        self.activation = activation
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+        self._activation_fn = get_activation(activation)
+
+    def _make_kernel(self, input_shape):
+        raise NotImplementedError
+
+    def _make_dropout(self):
+        raise NotImplementedError
+
+    def _pool(self, x):
+        return x
+
+    def build(self, input_shape):
+        self.kernel_layer = self._make_kernel(input_shape)
+        self.kernel_layer.build(input_shape)
+        shape = self.kernel_layer.compute_output_shape(input_shape)
+        if self.batch_norm:
+            self.norm = keras.layers.BatchNormalization(
+                momentum=0.9, epsilon=1e-5, name="batch_norm"
+            )
+            self.norm.build(shape)
+        self.dropout_layer = self._make_dropout() if self.dropout > 0 else None
+
+    def call(self, inputs, training=None):
+        x = self.kernel_layer(inputs)
+        if self.batch_norm:
+            x = self.norm(x, training=training)
+        features = self._activation_fn(x)
+        outputs = features
+        if self.dropout_layer is not None:
+            outputs = self.dropout_layer(outputs, training=training)
+        return features, self._pool(outputs)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "batch_norm": self.batch_norm,
+        }

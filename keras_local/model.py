@@ -1,0 +1,340 @@
+"""`LocalModel`: a network of blocks trained block by block by a rule."""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_local import rules as rules_lib
+from keras_local.layers.prediction_head import PredictionHead
+from keras_local.ops import prediction_loss
+from keras_local.train_steps import BackendSteps
+
+
+@keras.saving.register_keras_serializable(package="keras_local")
+class LocalModel(BackendSteps, keras.Model):
+    """A stack of hidden blocks and an output layer, trained by a local rule.
+
+    The network itself is plain: `call` runs the blocks in order and returns
+    the output layer's logits. Training is where the rule comes in. The rule
+    gives every block a `LocalObjective` (its heads and local loss); the
+    training step runs the network *stage by stage* (each block with its
+    objective, then the output layer) with `stop_gradient` on every stage's
+    input, so no gradient crosses a block boundary, and takes one optimizer
+    step over all variables. On TensorFlow each stage has its own
+    `GradientTape`; on JAX the detached objectives are summed and
+    differentiated in one jitted step, which gives every block the same
+    gradient (see `compute_gradients`). A rule that does not detach (backprop)
+    makes the whole network one stage.
+
+    `fit`, `evaluate` and their logs report `loss` (the summed objective),
+    `accuracy` and `output_loss` (the output layer's accuracy and unweighted
+    cross-entropy) and, for block `i`, `block<i>_<part>_loss` (each unweighted
+    part of its local loss, e.g. `block3_sim_loss`) and
+    `block<i>_pred_accuracy` (its local classifier's accuracy).
+
+    Args:
+        blocks: the hidden blocks (`ConvBlock`, `DenseBlock`, ...), in order.
+        num_classes: number of classes; labels are integers in
+            `[0, num_classes)`.
+        rule: a rule name, `Rule` instance or serialised rule
+            (`keras_local.rules`).
+        augmentation: a layer applied to the inputs in training steps only.
+        input_shape: the shape of one example, without the batch axis; if
+            `None` the model is built from the first batch it sees.
+
+    Example:
+
+    >>> model = LocalModel(
+    ...     [DenseBlock(256, activation="leaky_relu"),
+    ...      DenseBlock(256, activation="leaky_relu")],
+    ...     num_classes=10, rule="predsim", input_shape=(28, 28, 1))
+    >>> model.compile(keras.optimizers.Adam(5e-4, epsilon=1e-8))
+    >>> model.fit(x_train, y_train, epochs=1)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        blocks,
+        num_classes,
+        rule="predsim",
+        augmentation=None,
+        input_shape=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not blocks:
+            raise ValueError("A LocalModel needs at least one block.")
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
+        self.rule = rules_lib.get(rule)
+        self.num_classes = num_classes
+        self.hidden_blocks = list(blocks)
+        self.objectives = [
+            self.rule.make_objective(block, num_classes) for block in self.hidden_blocks
+        ]
+        self.classifier = PredictionHead(
+            num_classes,
+            dim_in_decoder=None,
+            kernel_initializer=self.rule.output_kernel_initializer,
+            name="classifier",
+        )
+        self.augmentation = augmentation
+        self._make_metrics()
+        if input_shape is not None:
+            self.build((None, *input_shape))
+
+    # ------------------------------------------------------------------ build
+    def build(self, input_shape):
+        x = keras.KerasTensor(tuple(input_shape))
+        if self.augmentation is not None and not self.augmentation.built:
+            self.augmentation.build(tuple(input_shape))
+        for block, objective in zip(self.hidden_blocks, self.objectives):
+            features, x = block(x)
+            if objective is not None:
+                objective.build(features.shape, x.shape)
+        self.classifier(x)
+        self._input_shape_checked = tuple(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for block in self.hidden_blocks:
+            _, x = block(x, training=training)
+        return self.classifier(x)
+
+    # ---------------------------------------------------------------- stages
+    @property
+    def num_stages(self):
+        """The hidden blocks, then the output layer."""
+        return len(self.hidden_blocks) + 1
+
+    def segments(self):
+        """Groups of stages that share one gradient computation.
+
+        Every stage on its own for rules that detach blocks; one group of all
+        stages for rules that do not (backprop).
+        """
+        stages = list(range(self.num_stages))
+        if self.rule.detach_blocks:
+            return [[stage] for stage in stages]
+        return [stages]
+
+    def stage_variables(self, stage):
+        """Trainable variables of a stage: a block and its heads, or the
+        output layer."""
+        if stage == len(self.hidden_blocks):
+            return list(self.classifier.trainable_variables)
+        variables = list(self.hidden_blocks[stage].trainable_variables)
+        if self.objectives[stage] is not None:
+            variables += self.objectives[stage].trainable_variables
+        return variables
+
+    def run_stage(self, stage, inputs, labels, training=False):
+        """Runs one stage; returns `(outputs, result)`.
+
+        `result` is the objective's dict (`"loss"`, its parts and `"logits"`
+        when it has a classifier), `{}` for a block without an objective.
+        """
+        if stage == len(self.hidden_blocks):
+            logits = self.classifier(inputs)
+            output_loss = prediction_loss(logits, labels)
+            return logits, {
+                "loss": self.rule.output_loss_weight * output_loss,
+                "output_loss": output_loss,
+                "logits": logits,
+            }
+        features, outputs = self.hidden_blocks[stage](inputs, training=training)
+        objective = self.objectives[stage]
+        if objective is None:
+            return outputs, {}
+        return outputs, objective(features, outputs, labels, training=training)
+
+    def run_segment(self, segment, inputs, labels, training=False):
+        """Runs a segment from its detached input; returns
+        `(outputs, results, loss)` with the sum of the stages' losses."""
+        x = ops.stop_gradient(inputs)
+        results = []
+        for stage in segment:
+            x, result = self.run_stage(stage, x, labels, training=training)
+            results.append(result)
+        loss = sum(result["loss"] for result in results if "loss" in result)
+        return x, results, loss
+
+    def local_objective(self, x, labels, training=False):
+        """The summed objective of all stages, with inputs detached at every
+        segment boundary; returns `(total, results)`, one result per stage.
+
+        Its gradient with respect to any variable equals the gradient of the
+        variable's own stage objective, because no other stage depends on it.
+        """
+        results, total = [], 0.0
+        for segment in self.segments():
+            x, segment_results, loss = self.run_segment(segment, x, labels, training)
+            results += segment_results
+            total = total + loss
+        return total, results
+
+    def augment(self, x):
+        if self.augmentation is None:
+            return x
+        return self.augmentation(x, training=True)
+
+    # ---------------------------------------------------------------- metrics
+    def _make_metrics(self):
+        self._stage_metrics = []
+        for index, objective in enumerate(self.objectives, start=1):
+            metrics = {"losses": {}, "accuracy": None}
+            if objective is not None:
+                for part in objective.loss_names:
+                    metrics["losses"][f"{part}_loss"] = keras.metrics.Mean(
+                        name=f"block{index}_{part}_loss"
+                    )
+                if objective.has_classifier:
+                    metrics["accuracy"] = keras.metrics.SparseCategoricalAccuracy(
+                        name=f"block{index}_pred_accuracy"
+                    )
+            self._stage_metrics.append(metrics)
+        self._stage_metrics.append(
+            {
+                "losses": {"output_loss": keras.metrics.Mean(name="output_loss")},
+                "accuracy": keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            }
+        )
+        # Logged first, after `loss`: the output accuracy and loss.
+        self._stage_metrics = self._stage_metrics[-1:] + self._stage_metrics[:-1]
+
+    def update_metrics(self, total, results, labels):
+        """Updates every tracker from a step's results; returns the logs."""
+        batch_size = ops.shape(labels)[0]
+        self._loss_tracker.update_state(total, sample_weight=batch_size)
+        ordered = results[-1:] + results[:-1]
+        for metrics, result in zip(self._stage_metrics, ordered):
+            for key, tracker in metrics["losses"].items():
+                tracker.update_state(result[key], sample_weight=batch_size)
+            if metrics["accuracy"] is not None:
+                metrics["accuracy"].update_state(labels, result["logits"])
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    # ---------------------------------------------------------------- inputs
+    @staticmethod
+    def labels_from(y):
+        if y is None:
+            raise ValueError("LocalModel needs labels to train or evaluate.")
+        return ops.reshape(ops.cast(y, "int32"), (-1,))
+
+    def unpack(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError("LocalModel does not support sample weights.")
+        return x, self.labels_from(y)
+
+    def check_data(self, x, y=None):
+        """Raises a clear `ValueError` for labels out of range, one-hot
+        labels and inputs of the wrong rank; looks at the first batch of a
+        dataset."""
+        x, y = _first_batch(x, y)
+        if x is not None and hasattr(x, "shape"):
+            expected = getattr(self, "_input_shape_checked", None)
+            if expected is not None and len(x.shape) != len(expected):
+                raise ValueError(
+                    f"{self.name} expects inputs of rank {len(expected)} with shape "
+                    f"(batch, {', '.join(str(d) for d in expected[1:])}); got an "
+                    f"input of shape {tuple(x.shape)}."
+                )
+        if y is None or not hasattr(y, "shape"):
+            return
+        labels = np.asarray(y)
+        if labels.ndim == 2 and labels.shape[-1] == self.num_classes and self.num_classes > 1:
+            raise ValueError(
+                "LocalModel expects integer class ids, not one-hot labels of shape "
+                f"{labels.shape}; pass np.argmax(y, axis=-1)."
+            )
+        if labels.size == 0:
+            return
+        if not np.all(np.equal(np.mod(labels, 1), 0)):
+            raise ValueError("Labels must be integer class ids; got non-integer values.")
+        low, high = labels.min(), labels.max()
+        if low < 0 or high >= self.num_classes:
+            raise ValueError(
+                f"Labels must be class ids in [0, {self.num_classes}) for this "
+                f"{self.num_classes}-class model; got values from {low} to {high}."
+            )
+
+    def _check_compile(self):
+        if getattr(self, "_compile_loss", None) is not None or getattr(
+            self, "_compile_metrics", None
+        ) is not None:
+            raise ValueError(
+                "LocalModel computes its own losses and metrics from its rule; "
+                "compile it with an optimizer only (no `loss=` or `metrics=`)."
+            )
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_compile()
+        self.check_data(x, y)
+        validation_data = kwargs.get("validation_data")
+        if isinstance(validation_data, (tuple, list)):
+            self.check_data(*validation_data[:2])
+        elif validation_data is not None:
+            self.check_data(validation_data)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_compile()
+        self.check_data(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        self.check_data(x, y)
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    # ------------------------------------------------------------ inspection
+    def count_inference_params(self):
+        """Trainable parameters of the network without its local heads (the
+        "#params" of the papers' tables)."""
+        layers = [*self.hidden_blocks, self.classifier]
+        return sum(math.prod(v.shape) for layer in layers for v in layer.trainable_weights)
+
+    # --------------------------------------------------------- serialisation
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "blocks": [keras.saving.serialize_keras_object(b) for b in self.hidden_blocks],
+            "num_classes": self.num_classes,
+            "rule": rules_lib.serialize(self.rule),
+            "augmentation": (
+                None
+                if self.augmentation is None
+                else keras.saving.serialize_keras_object(self.augmentation)
+            ),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["blocks"] = [
+            keras.saving.deserialize_keras_object(b) for b in config["blocks"]
+        ]
+        if config.get("augmentation") is not None:
+            config["augmentation"] = keras.saving.deserialize_keras_object(
+                config["augmentation"]
+            )
+        return cls(**config)
+
+
+def _first_batch(x, y):
+    """`(x, y)` of arrays, or of the first batch of a dataset-like `x`."""
+    if y is not None or x is None or hasattr(x, "shape"):
+        return x, y
+    if isinstance(x, keras.utils.PyDataset):
+        batch = x[0]
+    elif type(x).__module__.startswith("tensorflow") and hasattr(x, "take"):
+        batch = next(iter(x.take(1)))
+    else:
+        return None, None  # generators: checking would consume a batch
+    if isinstance(batch, dict) or not isinstance(batch, (tuple, list)):
+        return batch, None
+    return (batch[0], batch[1] if len(batch) > 1 else None)

@@ -1,0 +1,66 @@
+"""Backend-neutral operations of the local losses (`keras.ops` only)."""
+
+from keras import ops
+
+
+def safe_sqrt(x):
+    """sqrt with a zero (not NaN) gradient at 0, as PyTorch's `std`/`norm`.
+
+    A dead channel (constant over space) or a constant row is common with
+    ReLU; `sqrt`'s infinite slope at 0 would turn its gradient into NaN.
+    """
+    positive = x > 0
+    return ops.where(positive, ops.sqrt(ops.where(positive, x, 1.0)), 0.0)
+
+
+def similarity_matrix(x, epsilon=1e-8, spatial_std=True):
+    """The adjusted cosine similarity (correlation) matrix of a batch.
+
+    Follows Nøkland & Eidnes (2019), eq. 5, as the reference code computes it:
+    a conv map `(N, H, W, C)` with `C > 3` and `H > 1` is first reduced to the
+    per-channel spatial standard deviation `(N, C)`; anything else is flattened.
+    Each row is centred, divided by `epsilon + ||row||`, and the Gram matrix is
+    clipped to [-1, 1].
+
+    Args:
+        x: a batch of activations, rank 2 or 4 (channels last).
+        epsilon: added to each row norm (not inside the square root).
+        spatial_std: reduce conv maps by their spatial std (the paper) rather
+            than flattening them.
+
+    Returns:
+        An `(N, N)` matrix.
+    """
+    shape = ops.shape(x)
+    if len(shape) == 4 and spatial_std and shape[3] > 3 and shape[1] > 1:
+        centred = x - ops.mean(x, axis=(1, 2), keepdims=True)
+        x = safe_sqrt(ops.mean(ops.square(centred), axis=(1, 2)))
+    else:
+        x = ops.reshape(x, (shape[0], -1))
+    x = x - ops.mean(x, axis=1, keepdims=True)
+    norm = safe_sqrt(ops.sum(ops.square(x), axis=1, keepdims=True))
+    x = x / (epsilon + norm)
+    return ops.clip(ops.matmul(x, ops.transpose(x)), -1.0, 1.0)
+
+
+def label_similarity(labels, num_classes):
+    """`similarity_matrix` of the one-hot labels: 1 for pairs of the same
+    class, -1/(K-1) otherwise. Never differentiated."""
+    one_hot = ops.one_hot(ops.cast(labels, "int32"), num_classes)
+    return ops.stop_gradient(similarity_matrix(one_hot))
+
+
+def similarity_loss(similarity, labels, num_classes):
+    """Mean squared difference, over all N^2 entries, between a similarity
+    matrix and the labels' similarity matrix (the paper's sim loss)."""
+    target = label_similarity(labels, num_classes)
+    return ops.mean(ops.square(similarity - target))
+
+
+def prediction_loss(logits, labels):
+    """Mean cross-entropy of integer labels given logits (the pred loss)."""
+    return ops.mean(
+        ops.sparse_categorical_crossentropy(
+            ops.cast(labels, "int32"), logits, from_logits=True
+        )
+    )

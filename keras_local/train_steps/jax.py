@@ -1,0 +1,74 @@
+"""JAX: the detached stage objectives differentiated in one jitted step."""
+
+import jax
+import keras
+
+
+class JaxSteps:
+    """Mixin of `LocalModel` for the JAX backend.
+
+    The stages' objectives are summed with `stop_gradient` at every segment
+    boundary, so `jax.value_and_grad` of the sum gives each variable exactly
+    the gradient of its own stage's objective; XLA then schedules the blocks'
+    backward passes. One optimizer update per step.
+    """
+
+    def _stateless_objective(self, trainable, non_trainable, x, labels, training):
+        mapping = list(zip(self.trainable_variables, trainable)) + list(
+            zip(self.non_trainable_variables, non_trainable)
+        )
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            if training:
+                x = self.augment(x)
+            total, results = self.local_objective(x, labels, training=training)
+        non_trainable = [
+            _current(scope, variable) for variable in self.non_trainable_variables
+        ]
+        return total, (results, non_trainable)
+
+    def _stateless_metrics(self, metrics_values, total, results, labels):
+        mapping = list(zip(self.metrics_variables, metrics_values))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            logs = self.update_metrics(total, results, labels)
+        return logs, [_current(scope, v) for v in self.metrics_variables]
+
+    def compute_gradients(self, x, labels, training=True):
+        """Gradients of every trainable variable (aligned to
+        `self.trainable_variables`), without changing the model's state.
+        Returns `(grads, total, results)`."""
+        trainable = [v.value for v in self.trainable_variables]
+        non_trainable = [v.value for v in self.non_trainable_variables]
+        (total, (results, _)), grads = jax.value_and_grad(
+            self._stateless_objective, has_aux=True
+        )(trainable, non_trainable, x, labels, training)
+        return grads, total, results
+
+    def train_step(self, state, data):
+        trainable, non_trainable, optimizer_values, metrics_values = state
+        x, labels = self.unpack(data)
+        (total, (results, non_trainable)), grads = jax.value_and_grad(
+            self._stateless_objective, has_aux=True
+        )(trainable, non_trainable, x, labels, True)
+        trainable, optimizer_values = self.optimizer.stateless_apply(
+            optimizer_values, grads, trainable
+        )
+        logs, metrics_values = self._stateless_metrics(
+            metrics_values, total, results, labels
+        )
+        return logs, (trainable, non_trainable, optimizer_values, metrics_values)
+
+    def test_step(self, state, data):
+        trainable, non_trainable, metrics_values = state
+        x, labels = self.unpack(data)
+        total, (results, non_trainable) = self._stateless_objective(
+            trainable, non_trainable, x, labels, False
+        )
+        logs, metrics_values = self._stateless_metrics(
+            metrics_values, total, results, labels
+        )
+        return logs, (trainable, non_trainable, metrics_values)
+
+
+def _current(scope, variable):
+    value = scope.get_current_value(variable)
+    return variable.value if value is None else value
