@@ -10,10 +10,11 @@ to it; no gradient crosses a block boundary.
 
 __version__ = "0.1.0"
 
+from keras_local import data
 from keras_local import layers
 from keras_local import rules
 from keras_local import schedules
 from keras_local import zoo
 from keras_local.model import LocalModel
 
-__all__ = ["LocalModel", "layers", "rules", "schedules", "zoo", "__version__"]
+__all__ = ["LocalModel", "data", "layers", "rules", "schedules", "zoo", "__version__"]

@@ -2,16 +2,20 @@
 
 from keras_local.layers.block import Block
 from keras_local.layers.conv_block import ConvBlock
+from keras_local.layers.cutout import Cutout
 from keras_local.layers.dense_block import DenseBlock
 from keras_local.layers.prediction_head import PredictionHead
 from keras_local.layers.prediction_head import decoder_pooling
+from keras_local.layers.random_jitter import RandomJitter
 from keras_local.layers.similarity_head import SimilarityHead
 
 __all__ = [
     "Block",
     "ConvBlock",
+    "Cutout",
     "DenseBlock",
     "PredictionHead",
+    "RandomJitter",
     "SimilarityHead",
     "decoder_pooling",
 ]
