@@ -1,0 +1,77 @@
+"""The rule registry and what each rule of the local-loss family sets."""
+
+import pytest
+
+from keras_local import rules
+from keras_local.layers import DenseBlock
+
+
+def test_registry_names():
+    assert rules.names() == ["backprop", "pred", "predsim", "sim"]
+
+
+def test_get_by_name_with_overrides_and_round_trip():
+    rule = rules.get("predsim", beta=0.9, dim_in_decoder=None)
+    assert isinstance(rule, rules.PredSim)
+    assert rule.beta == 0.9 and rule.dim_in_decoder == 4096
+    assert rules.get(rules.serialize(rule)) == rule
+    assert rules.get(rule) is rule
+    assert rules.get(rule, beta=0.5).beta == 0.5
+
+
+@pytest.mark.parametrize(
+    "name, activation, output_weight, output_init, detach",
+    [
+        ("backprop", "relu", 1.0, "torch", False),
+        ("pred", "relu", 1.0, "zeros", True),
+        ("sim", "leaky_relu", 1.0, "zeros", True),
+        ("predsim", "leaky_relu", 0.01, "zeros", True),
+    ],
+)
+def test_rule_settings_follow_the_paper(name, activation, output_weight, output_init, detach):
+    rule = rules.get(name)
+    assert rule.default_activation == activation
+    assert rule.output_loss_weight == pytest.approx(output_weight)
+    assert rule.output_kernel_initializer == output_init
+    assert rule.detach_blocks is detach
+
+
+def test_objectives_carry_the_rules_heads():
+    block = DenseBlock(8, name="block1")
+    assert rules.get("backprop").make_objective(block, 10) is None
+    pred = rules.get("pred").make_objective(block, 10)
+    assert pred.loss_names == ("pred",) and pred.has_classifier
+    sim = rules.get("sim").make_objective(block, 10)
+    assert sim.loss_names == ("sim",) and not sim.has_classifier
+    predsim = rules.get("predsim", beta=0.8).make_objective(block, 10)
+    assert predsim.loss_names == ("pred", "sim")
+    assert predsim.pred_weight == pytest.approx(0.2) and predsim.sim_weight == 0.8
+
+
+def test_unknown_rule_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"Unknown rule 'predsimm'.*backprop, pred, predsim, sim"):
+        rules.get("predsimm")
+
+
+def test_parameter_the_rule_does_not_take():
+    with pytest.raises(ValueError, match=r"'pred' does not take beta; it takes dim_in_decoder"):
+        rules.get("pred", beta=0.5)
+    with pytest.raises(ValueError, match=r"'sim' does not take dim_in_decoder; it takes no parameters"):
+        rules.get("sim", dim_in_decoder=1024)
+
+
+def test_beta_out_of_range():
+    with pytest.raises(ValueError, match="beta"):
+        rules.get("predsim", beta=1.5)
+
+
+def test_register_a_new_rule():
+    class Nothing(rules.Rule):
+        name = "test-nothing"
+
+    rules.register(Nothing)
+    try:
+        assert "test-nothing" in rules.names()
+        assert isinstance(rules.get("test-nothing"), Nothing)
+    finally:
+        rules._REGISTRY.pop("test-nothing")
