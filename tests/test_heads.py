@@ -114,3 +114,9 @@ def test_heads_serialise():
         assert clone.get_config() == layer.get_config()
         restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
         assert type(restored) is type(layer)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5])
+def test_bad_dim_in_decoder(bad):
+    with pytest.raises(ValueError, match="dim_in_decoder must be a positive integer"):
+        PredictionHead(10, dim_in_decoder=bad)

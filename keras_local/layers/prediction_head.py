@@ -73,6 +73,12 @@ class PredictionHead(keras.layers.Layer):
         self, num_classes, dim_in_decoder=4096, kernel_initializer="zeros", **kwargs
     ):
         super().__init__(**kwargs)
+        if dim_in_decoder is not None and (
+            not isinstance(dim_in_decoder, int) or dim_in_decoder < 1
+        ):
+            raise ValueError(
+                f"dim_in_decoder must be a positive integer or None, got {dim_in_decoder!r}."
+            )
         self.num_classes = num_classes
         self.dim_in_decoder = dim_in_decoder
         self.kernel_initializer = kernel_initializer

@@ -1,0 +1,244 @@
+"""Training-step time and peak memory of each rule, and the time of one
+Fashion-MNIST epoch, recorded under benchmarks/results/.
+
+    python benchmarks/step_time.py                      # all, on this machine
+    python benchmarks/step_time.py --models mlp --rules backprop predsim --steps 30
+    KERAS_BACKEND=jax python benchmarks/step_time.py    # e.g. on the GPU machine
+
+Every (model, rule) runs in a fresh process, so that its peak memory is its
+own: the process's peak resident set size on the CPU, the device's
+`peak_bytes_in_use` on a JAX GPU. Step time is the median over `--steps`
+steady-state steps after `--warmup` steps (compilation is not training
+speed), each step timed to completion (`train_on_batch` returns host
+values). The epoch benchmark trains the MLP for one epoch over the full
+Fashion-MNIST training set with batch 128 and evaluates on the test set, as
+the reference PyTorch script's epoch does; it reports the wall time of that
+epoch with and without the first (compiling) call.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+
+def measure_steps(model_name, rule, batch_size, steps, warmup):
+    import keras
+    import numpy as np
+
+    import keras_local
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch_size, 28, 28, 1)).astype("float32")
+    y = rng.integers(0, 10, size=batch_size).astype("int32")
+    model = keras_local.zoo.get(model_name)(rule=rule, input_shape=(28, 28, 1))
+    start = time.perf_counter()
+    model.train_on_batch(x, y)
+    first = time.perf_counter() - start
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return {
+        "model": model_name,
+        "rule": rule,
+        "batch_size": batch_size,
+        "first_step_s": first,
+        "median_step_ms": 1000 * float(np.median(times)),
+        "p10_step_ms": 1000 * float(np.percentile(times, 10)),
+        "p90_step_ms": 1000 * float(np.percentile(times, 90)),
+        "steps": steps,
+        **peak_memory(),
+    }
+
+
+def measure_epoch(rule, batch_size):
+    import keras
+
+    import keras_local
+
+    keras.utils.set_random_seed(0)
+    (x, y), (xt, yt) = keras_local.data.load("fashion_mnist")
+    model = keras_local.zoo.mlp(rule=rule, input_shape=(28, 28, 1))
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+    logs = model.evaluate(xt, yt, batch_size=batch_size, verbose=0, return_dict=True)
+    first_epoch = time.perf_counter() - start
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+    model.evaluate(xt, yt, batch_size=batch_size, verbose=0)
+    second_epoch = time.perf_counter() - start
+    return {
+        "model": "mlp",
+        "rule": rule,
+        "batch_size": batch_size,
+        "epoch_with_compile_s": first_epoch,
+        "epoch_s": second_epoch,
+        "test_accuracy_after_1_epoch": logs["accuracy"],
+        **peak_memory(),
+    }
+
+
+def peak_memory():
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "gpu":
+            stats = device.memory_stats() or {}
+            return {"peak_device_mib": stats.get("peak_bytes_in_use", 0) / 2**20}
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def machine():
+    import keras
+
+    info = {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    if info["backend"] == "jax":
+        import jax
+
+        info["jax"] = jax.__version__
+        info["device"] = str(jax.devices()[0].device_kind)
+    else:
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+        info["device"] = "CPU"
+    return info
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_isolated(kind, args):
+    """Runs one measurement in a fresh process; returns its JSON result."""
+    command = [sys.executable, os.path.abspath(__file__), "--child", kind, *args]
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} {args} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def markdown(info, step_rows, epoch_rows):
+    lines = [
+        f"# Step time and memory: {info['backend']} on {info['device']}",
+        "",
+        f"{info['date']}; {info['cpu']} ({info['cpu_count']} cores); "
+        + ", ".join(f"{k} {info[k]}" for k in ("keras", "tensorflow", "jax") if k in info)
+        + ". Produced by `python benchmarks/step_time.py`.",
+        "",
+    ]
+    memory = "peak device MiB" if any("peak_device_mib" in r for r in step_rows) else "peak RSS MiB"
+    if step_rows:
+        lines += [
+            "Median steady-state training step (batch "
+            f"{step_rows[0]['batch_size']}, 28x28x1 inputs), p10-p90, and the ratio to backprop"
+            " on the same model.",
+            "",
+            f"| model | rule | median step (ms) | p10-p90 (ms) | / backprop | first step (s) | {memory} |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        base = {r["model"]: r["median_step_ms"] for r in step_rows if r["rule"] == "backprop"}
+        for r in step_rows:
+            ratio = f"{r['median_step_ms'] / base[r['model']]:.2f}" if r["model"] in base else "-"
+            mem = r.get("peak_device_mib", r.get("peak_rss_mib"))
+            lines.append(
+                f"| {r['model']} | {r['rule']} | {r['median_step_ms']:.1f} | "
+                f"{r['p10_step_ms']:.1f}-{r['p90_step_ms']:.1f} | {ratio} | {r['first_step_s']:.1f} | {mem:.0f} |"
+            )
+    if epoch_rows:
+        lines += [
+            "",
+            "One epoch of the MLP 3x1024 over the full Fashion-MNIST training set (batch 128)"
+            " plus a test pass, as the reference script's epoch.",
+            "",
+            "| rule | epoch + test (s) | first epoch, with compilation (s) | test accuracy after 1 epoch |",
+            "|---|---|---|---|",
+        ]
+        for r in epoch_rows:
+            lines.append(
+                f"| {r['rule']} | {r['epoch_s']:.1f} | {r['epoch_with_compile_s']:.1f} | "
+                f"{100 * r['test_accuracy_after_1_epoch']:.2f}% |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["mlp", "vgg8b"])
+    parser.add_argument("--rules", nargs="+", default=["backprop", "pred", "sim", "predsim"])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 50 for the MLP, 5 for VGG8B)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-epoch", action="store_true", help="skip the Fashion-MNIST epoch benchmark")
+    parser.add_argument("--epoch-rules", nargs="+", default=["backprop", "predsim"])
+    parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        kind, *rest = args.child
+        if kind == "steps":
+            model, rule, batch, steps, warmup = rest
+            result = measure_steps(model, rule, int(batch), int(steps), int(warmup))
+        else:
+            rule, batch = rest
+            result = measure_epoch(rule, int(batch))
+        print(json.dumps(result))
+        return
+
+    step_rows, epoch_rows = [], []
+    for model in args.models:
+        steps = args.steps or (50 if model == "mlp" else 5)
+        for rule in args.rules:
+            row = run_isolated("steps", [model, rule, str(args.batch_size), str(steps), str(args.warmup)])
+            print(f"{model:6s} {rule:9s} {row['median_step_ms']:9.1f} ms", flush=True)
+            step_rows.append(row)
+    if not args.no_epoch:
+        for rule in args.epoch_rules:
+            row = run_isolated("epoch", [rule, str(args.batch_size)])
+            print(f"epoch  {rule:9s} {row['epoch_s']:9.1f} s", flush=True)
+            epoch_rows.append(row)
+
+    info = machine()
+    os.makedirs(args.out, exist_ok=True)
+    device = info["device"].replace(" ", "-").lower()
+    stem = os.path.join(args.out, f"step_time-{info['backend']}-{device}-{info['date'][:10]}")
+    with open(stem + ".json", "w") as f:
+        json.dump({"machine": info, "steps": step_rows, "epochs": epoch_rows}, f, indent=2)
+    with open(stem + ".md", "w") as f:
+        f.write(markdown(info, step_rows, epoch_rows))
+    print(f"wrote {stem}.md and .json")
+
+
+if __name__ == "__main__":
+    main()

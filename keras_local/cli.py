@@ -1,0 +1,284 @@
+"""The `keras-local` command.
+
+    keras-local train --model vgg8b --rule predsim --dataset fashion_mnist --epochs 200
+    keras-local run zoo/fashion_mnist-mlp-predsim.toml --epochs 2 --train-examples 2000
+    keras-local list
+
+Errors in what the user asked for (an unknown name, a parameter the rule does
+not take, a bad number) are reported as `keras-local: error: ...` with exit
+status 2, like argparse's own usage errors, without a traceback.
+"""
+
+import argparse
+import sys
+
+PROG = "keras-local"
+
+
+def _number(text):
+    """An int when the text is integral (`2`), else a float (`1.5`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def _first_paragraph(text):
+    paragraph = (text or "").strip().split("\n\n")[0]
+    return " ".join(paragraph.split())
+
+
+def _add_subset_arguments(parser):
+    parser.add_argument(
+        "--train-examples",
+        type=int,
+        metavar="N",
+        help="train on the first N training examples only (quick runs); default: all",
+    )
+    parser.add_argument(
+        "--test-examples",
+        type=int,
+        metavar="N",
+        help="evaluate on the first N test examples only; default: all",
+    )
+
+
+def _add_run_arguments(parser):
+    parser.add_argument(
+        "--output",
+        metavar="PATH",
+        help="where to save the model, a path ending in .keras; a JSON summary goes "
+        "to PATH.json (default: saved_models/<model>-<rule>-<dataset>.keras). An "
+        "interrupted run resumes when run again with the same settings and output",
+    )
+    parser.add_argument("--seed", type=int, help="random seed (default: not seeded)")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="one line per epoch instead of a progress bar (for logs)",
+    )
+
+
+def build_parser():
+    """The argument parser of `keras-local`."""
+    from keras_local import data
+    from keras_local import rules
+    from keras_local import zoo
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train deep networks with local learning rules (Keras 3).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model with a rule on a data set",
+        description="Train a zoo model with a learning rule on a data set, as in "
+        "Nøkland & Eidnes (2019): Adam, the learning rate multiplied by 0.25 at "
+        "the milestones, the paper's augmentation of the data set, the test set "
+        "evaluated after every epoch. Prints a table of every block's local losses "
+        "and accuracy each epoch, then the test error, and saves the model.",
+    )
+    train.add_argument("--model", default="mlp", choices=zoo.names(), help="default: mlp")
+    train.add_argument(
+        "--rule", default="predsim", choices=rules.names(), help="default: predsim"
+    )
+    train.add_argument(
+        "--dataset",
+        default="fashion_mnist",
+        choices=data.DATASETS,
+        help="default: fashion_mnist",
+    )
+    train.add_argument("--epochs", type=int, default=1, help="default: 1")
+    train.add_argument("--batch-size", type=int, default=128, help="default: 128")
+    train.add_argument(
+        "--learning-rate", type=float, default=5e-4, help="initial learning rate (default: 5e-4)"
+    )
+    train.add_argument(
+        "--milestones",
+        type=int,
+        nargs="+",
+        metavar="EPOCH",
+        help="epochs after which the learning rate is multiplied by 0.25 (default: "
+        "50%%, 75%%, 89%% and 94%% of --epochs, as in the paper)",
+    )
+    train.add_argument(
+        "--width",
+        type=_number,
+        default=1,
+        help="width multiplier: conv filters of a VGG (2 = the paper's '(2x)'), "
+        "units of an MLP (default: 1)",
+    )
+    train.add_argument(
+        "--dropout", type=float, default=0.0, help="dropout rate of the hidden blocks (default: 0)"
+    )
+    train.add_argument(
+        "--beta",
+        type=float,
+        help="predsim only: weight of the similarity loss (default: the rule's, 0.99)",
+    )
+    train.add_argument(
+        "--dim-in-decoder",
+        type=int,
+        metavar="N",
+        help="pred and predsim only: largest input size of the local classifiers "
+        "of conv blocks (default: the rule's, 4096)",
+    )
+    train.add_argument(
+        "--activation",
+        help="hidden activation, e.g. relu, leaky_relu (default: the rule's: relu for "
+        "backprop and pred, leaky_relu for sim and predsim)",
+    )
+    train.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="train without the paper's augmentation of the data set (for "
+        "fashion_mnist: 2-pixel jitter and horizontal flips)",
+    )
+    train.add_argument(
+        "--cutout",
+        type=int,
+        nargs="?",
+        const=True,
+        metavar="LENGTH",
+        help="add cutout with holes of LENGTH pixels; without LENGTH, the paper's "
+        "length for the data set (14 for the MNIST family)",
+    )
+    _add_subset_arguments(train)
+    _add_run_arguments(train)
+
+    run = commands.add_parser(
+        "run",
+        help="run a recipe from zoo/ and record its result",
+        description="Run a recipe (a TOML file in zoo/ with the settings of one "
+        "cell of a paper's table) and append its test error, next to the paper's, "
+        "to a markdown results table.",
+    )
+    run.add_argument(
+        "recipe",
+        metavar="RECIPE",
+        help="a recipe file, e.g. zoo/fashion_mnist-mlp-predsim.toml",
+    )
+    run.add_argument(
+        "--epochs",
+        type=int,
+        help="train this many epochs instead of the recipe's; the learning-rate "
+        "milestones are scaled to match",
+    )
+    _add_subset_arguments(run)
+    run.add_argument(
+        "--results",
+        default="zoo/results.md",
+        metavar="PATH",
+        help="the markdown table the result is appended to (default: zoo/results.md)",
+    )
+    _add_run_arguments(run)
+
+    commands.add_parser(
+        "list",
+        help="list the models, rules and data sets",
+        description="List the models, the rules with their parameters, and the data sets.",
+    )
+    return parser
+
+
+def list_components(print_fn=print):
+    """Prints the models, rules (with parameters and defaults) and data sets."""
+    from keras_local import data
+    from keras_local import rules
+    from keras_local import zoo
+
+    print_fn("Models:")
+    for name in zoo.names():
+        print_fn(f"  {name:10s} {_first_paragraph(zoo.get(name).__doc__)}")
+    print_fn("")
+    print_fn("Rules (parameters with their defaults):")
+    for name in rules.names():
+        rule = rules.get(name)
+        parameters = rules.parameters(name)
+        settings = ", ".join(f"{k}={v!r}" for k, v in parameters.items()) or "no parameters"
+        print_fn(f"  {name:10s} {settings}; activation {rule.default_activation}")
+        print_fn(f"  {'':10s} {_first_paragraph(type(rule).__doc__)}")
+    print_fn("")
+    print_fn("Data sets:")
+    for name in data.DATASETS:
+        info = data.info(name)
+        shape = "x".join(map(str, info.input_shape))
+        print_fn(f"  {name:14s} {info.num_classes} classes, images {shape}")
+
+
+def _train(args):
+    from keras_local import experiment
+
+    return experiment.train(
+        model=args.model,
+        rule=args.rule,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        width=args.width,
+        dropout=args.dropout,
+        learning_rate=args.learning_rate,
+        beta=args.beta,
+        dim_in_decoder=args.dim_in_decoder,
+        activation=args.activation,
+        augment=args.augment,
+        cutout=args.cutout,
+        milestones=args.milestones,
+        train_examples=args.train_examples,
+        test_examples=args.test_examples,
+        seed=args.seed,
+        output=args.output,
+        verbose=2 if args.quiet else 1,
+    )
+
+
+def _run(args):
+    from keras_local import recipes
+
+    return recipes.run_recipe(
+        args.recipe,
+        epochs=args.epochs,
+        train_examples=args.train_examples,
+        test_examples=args.test_examples,
+        results=args.results,
+        output=args.output,
+        seed=args.seed,
+        verbose=2 if args.quiet else 1,
+    )
+
+
+def main(argv=None):
+    """Runs `keras-local` with `argv` (default: the command line); returns
+    the exit status."""
+    from keras_local.data import DatasetUnavailableError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            _train(args)
+        elif args.command == "run":
+            _run(args)
+        else:
+            list_components()
+    except ValueError as e:
+        parser.exit(2, f"{PROG}: error: {e}\n")
+    except DatasetUnavailableError as e:
+        parser.exit(1, f"{PROG}: error: {e}\n")
+    except KeyboardInterrupt:
+        if args.command == "list":
+            raise
+        parser.exit(
+            130,
+            f"\n{PROG}: interrupted. Run the same command again to resume after the "
+            "last finished epoch.\n",
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

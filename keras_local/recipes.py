@@ -1,0 +1,383 @@
+"""Recipes: the settings of one cell of a paper's table, and the runs of them.
+
+A recipe is a small TOML file in the top-level `zoo/` folder, e.g.
+`zoo/fashion_mnist-mlp-predsim.toml`:
+
+```toml
+# Nøkland & Eidnes (2019), Table 2: Fashion-MNIST, 3x1024 MLP, predsim.
+dataset = "fashion_mnist"
+model = "mlp"
+rule = "predsim"
+epochs = 200
+milestones = [100, 150, 175, 188]
+batch_size = 128
+learning_rate = 5e-4
+dropout = 0.025
+beta = 0.99
+
+paper = "Nøkland & Eidnes 2019, Training Neural Networks with Local Error Signals"
+table = "Table 2"
+row = "3x1024 MLP"
+column = "predsim"
+paper_test_error = 8.54
+```
+
+`run_recipe(path)` trains it with `keras_local.experiment.train` and appends
+a row (measured vs. published test error, machine, date) to a markdown
+results table, `zoo/results.md` by default.
+"""
+
+import dataclasses
+import os
+import platform
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
+
+from keras_local import experiment
+
+#: The heading and explanation written at the top of a new results file.
+RESULTS_HEADER = """\
+# Recipe results
+
+One row per run of a recipe in `zoo/` (`keras-local run zoo/<recipe>.toml`),
+appended by `keras_local.recipes.run_recipe`. *Test error* is the test error
+(%) after the last epoch, as the paper reports it; *paper* is the paper's
+number for the same table cell and *diff* the difference in percentage points
+(measured - paper). Rows noted "short run" trained fewer epochs or on fewer
+examples than the recipe (with the learning-rate milestones scaled to the
+epochs) and are smoke tests, not reproductions.
+
+"""
+
+RESULTS_COLUMNS = (
+    "recipe",
+    "data set",
+    "model",
+    "rule",
+    "epochs (run/recipe)",
+    "train examples",
+    "test error %",
+    "paper %",
+    "diff (points)",
+    "backend",
+    "machine",
+    "date (UTC)",
+    "wall time",
+    "note",
+)
+
+
+@dataclasses.dataclass
+class Recipe:
+    """The settings of one paper table cell.
+
+    Training settings (see `keras_local.experiment.train`): `dataset`,
+    `model`, `rule`, `epochs` (required), `milestones`, `batch_size`,
+    `learning_rate`, `dropout`, `width`, `beta`, `dim_in_decoder`,
+    `activation`, `augment`, `cutout`. Provenance: `paper`, `table`, `row`,
+    `column` and `paper_test_error` (the published test error, %). `path` is
+    the file it was read from.
+    """
+
+    dataset: str
+    model: str
+    rule: str
+    epochs: int
+    milestones: list | None = None
+    batch_size: int = 128
+    learning_rate: float = 5e-4
+    dropout: float = 0.0
+    width: float = 1
+    beta: float | None = None
+    dim_in_decoder: int | None = None
+    activation: str | None = None
+    augment: bool = True
+    cutout: int | None = None
+    paper: str | None = None
+    table: str | None = None
+    row: str | None = None
+    column: str | None = None
+    paper_test_error: float | None = None
+    path: str | None = dataclasses.field(default=None, compare=False)
+
+    @classmethod
+    def keys(cls):
+        """The keys a recipe file may have."""
+        return [field.name for field in dataclasses.fields(cls) if field.name != "path"]
+
+    @classmethod
+    def required_keys(cls):
+        return [
+            field.name
+            for field in dataclasses.fields(cls)
+            if field.default is dataclasses.MISSING
+            and field.default_factory is dataclasses.MISSING
+        ]
+
+    @classmethod
+    def from_dict(cls, values, path=None):
+        """A recipe from a dict of recipe keys; `ValueError` for unknown or
+        missing keys."""
+        where = f" in {path}" if path else ""
+        unknown = sorted(set(values) - set(cls.keys()))
+        if unknown:
+            raise ValueError(
+                f"Unknown recipe key{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)}{where}. Valid keys: {', '.join(cls.keys())}."
+            )
+        missing = [key for key in cls.required_keys() if key not in values]
+        if missing:
+            raise ValueError(
+                f"Recipe{where} lacks the required key"
+                f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}."
+            )
+        return cls(**values, path=None if path is None else str(path))
+
+    @classmethod
+    def from_file(cls, path):
+        """Reads a recipe TOML file; `ValueError` for bad TOML or keys."""
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except FileNotFoundError:
+            raise ValueError(f"No recipe file {path}.") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path} is not valid TOML: {e}") from None
+        return cls.from_dict(values, path=path)
+
+    @property
+    def name(self):
+        """The file name without `.toml` (e.g. `fashion_mnist-mlp-predsim`)."""
+        if self.path is None:
+            return f"{self.dataset}-{self.model}-{self.rule}"
+        return os.path.splitext(os.path.basename(self.path))[0]
+
+    def describe(self):
+        """Where the recipe comes from, e.g. `"Table 2 (Fashion-MNIST), row
+        VGG8B, column predsim: 4.65% test error in Nøkland & Eidnes 2019..."`."""
+        where = ", ".join(
+            part
+            for part in (
+                self.table,
+                self.row and f"row {self.row}",
+                self.column and f"column {self.column}",
+            )
+            if part
+        )
+        if self.paper_test_error is not None:
+            where += f": {self.paper_test_error:.2f}% test error"
+        if self.paper:
+            where += f" in {self.paper}"
+        return where or "no provenance given"
+
+    def milestones_for(self, epochs):
+        """The recipe's milestones scaled to a run of `epochs` epochs.
+
+        `round(m * epochs / self.epochs)` for each milestone `m` (at least 1,
+        duplicates removed); the recipe's own milestones when `epochs` is its
+        epoch count, `None` (the paper's fractions) if it has none.
+        """
+        if self.milestones is None or epochs == self.epochs:
+            return None if self.milestones is None else list(self.milestones)
+        return sorted({max(1, round(m * epochs / self.epochs)) for m in self.milestones})
+
+    def train_arguments(self):
+        """The recipe's settings as keyword arguments of `experiment.train`."""
+        return dict(
+            model=self.model,
+            rule=self.rule,
+            dataset=self.dataset,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            width=self.width,
+            dropout=self.dropout,
+            learning_rate=self.learning_rate,
+            beta=self.beta,
+            dim_in_decoder=self.dim_in_decoder,
+            activation=self.activation,
+            augment=self.augment,
+            cutout=self.cutout,
+            milestones=self.milestones,
+        )
+
+
+def run_recipe(
+    path,
+    epochs=None,
+    train_examples=None,
+    test_examples=None,
+    results="zoo/results.md",
+    output=None,
+    seed=None,
+    verbose=1,
+    print_fn=print,
+):
+    """Runs a recipe and appends its result to a markdown results table.
+
+    Args:
+        path: the recipe's TOML file.
+        epochs: train this many epochs instead of the recipe's; the
+            learning-rate milestones are scaled by `epochs / recipe epochs`.
+        train_examples: use only the first `train_examples` training
+            examples (quick runs).
+        test_examples: evaluate on the first `test_examples` test examples.
+        results: the markdown file the row is appended to; created with a
+            header when missing. `None` records nothing.
+        output: where to save the model (`.keras`); default
+            `saved_models/<model>-<rule>-<dataset>.keras`.
+        seed: seeds the run (`experiment.train`).
+        verbose: as in `experiment.train`.
+        print_fn: receives every printed line.
+
+    Returns:
+        The `experiment.ExperimentResult`.
+    """
+    recipe = Recipe.from_file(path)
+    say = print_fn if verbose else (lambda *args, **kwargs: None)
+    say(f"Recipe {recipe.name}: {recipe.describe()}.")
+    arguments = recipe.train_arguments()
+    notes = []
+    if epochs is not None and epochs != recipe.epochs:
+        arguments["epochs"] = epochs
+        arguments["milestones"] = recipe.milestones_for(epochs)
+        if arguments["milestones"] is not None:
+            scaled = ", ".join(map(str, arguments["milestones"]))
+            notes.append(f"milestones scaled to {scaled}")
+            say(
+                f"Training {epochs} epochs instead of {recipe.epochs}; learning-rate "
+                f"milestones scaled from {', '.join(map(str, recipe.milestones))} "
+                f"to {scaled}."
+            )
+    result = experiment.train(
+        **arguments,
+        train_examples=train_examples,
+        test_examples=test_examples,
+        seed=seed,
+        output=output,
+        verbose=verbose,
+        print_fn=print_fn,
+    )
+    if recipe.paper_test_error is not None:
+        say(
+            f"Test error {result.test_error:.2f}%; the paper reports "
+            f"{recipe.paper_test_error:.2f}% "
+            f"({result.test_error - recipe.paper_test_error:+.2f} points)."
+        )
+    if results is not None:
+        append_result_row(results, result_row(recipe, result, notes))
+        say(f"Appended the result to {results}.")
+    return result
+
+
+def result_row(recipe, result, notes=()):
+    """The cells of the results-table row for a run of `recipe`."""
+    notes = list(notes)
+    full_train = result.parameters.get("train_examples") is None
+    full_test = result.parameters.get("test_examples") is None
+    if result.epochs < recipe.epochs or not full_train:
+        notes.insert(0, f"short {'GPU' if accelerator_name() else 'CPU'} run")
+    if not full_test:
+        notes.append(f"test error on the first {result.num_test_examples} test examples")
+    if result.parameters.get("seed") is not None:
+        notes.append(f"seed {result.parameters['seed']}")
+    paper = recipe.paper_test_error
+    return [
+        recipe.name,
+        recipe.dataset,
+        recipe.model,
+        recipe.rule,
+        f"{result.epochs}/{recipe.epochs}",
+        str(result.num_train_examples),
+        f"{result.test_error:.2f}",
+        "-" if paper is None else f"{paper:.2f}",
+        "-" if paper is None else f"{result.test_error - paper:+.2f}",
+        result.backend,
+        machine_description(),
+        result.date,
+        experiment.format_duration(result.wall_time_s),
+        "; ".join(notes),
+    ]
+
+
+def append_result_row(results, row):
+    """Appends one row to the markdown table in `results`, writing the header
+    and the table's column line first if the file is new or empty."""
+    if len(row) != len(RESULTS_COLUMNS):
+        raise ValueError(
+            f"A results row has {len(RESULTS_COLUMNS)} cells, got {len(row)}."
+        )
+    directory = os.path.dirname(str(results))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    new = not os.path.exists(results) or os.path.getsize(results) == 0
+    ends_with_newline = True
+    if not new:
+        with open(results, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            ends_with_newline = f.read(1) == b"\n"
+    with open(results, "a", encoding="utf-8") as f:
+        if new:
+            f.write(RESULTS_HEADER)
+            f.write(_table_line(RESULTS_COLUMNS))
+            f.write(_table_line(["---"] * len(RESULTS_COLUMNS)))
+        elif not ends_with_newline:
+            f.write("\n")
+        f.write(_table_line(row))
+
+
+def _table_line(cells):
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |\n"
+
+
+def accelerator_name():
+    """The name of the first GPU the Keras backend sees, or `None`."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            gpus = [d for d in jax.devices() if d.platform == "gpu"]
+            return gpus[0].device_kind if gpus else None
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if not gpus:
+                return None
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return details.get("device_name", "GPU")
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - a description must not fail a run
+        return None
+    return None
+
+
+def machine_description():
+    """The processor, its core count and the GPU, e.g.
+    `"AMD EPYC 7B13, 2 CPUs, NVIDIA H100 80GB HBM3"`."""
+    parts = [f"{_processor_name()}, {os.cpu_count()} CPUs"]
+    gpu = accelerator_name()
+    if gpu:
+        parts.append(gpu)
+    return ", ".join(parts)
+
+
+def _processor_name():
+    # `platform.processor()` is often empty or just "x86_64" on Linux; the
+    # model name is in /proc/cpuinfo.
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown processor"
