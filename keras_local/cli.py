@@ -24,6 +24,20 @@ def _number(text):
     return int(value) if value.is_integer() and "." not in text else value
 
 
+def _rule_option(text):
+    """`name=value`, the value read as a bool, int, float or string."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return name, lowered == "true"
+    try:
+        return name, _number(value)
+    except argparse.ArgumentTypeError:
+        return name, value
+
+
 def _first_paragraph(text):
     paragraph = (text or "").strip().split("\n\n")[0]
     return " ".join(paragraph.split())
@@ -127,6 +141,22 @@ def build_parser():
         "of conv blocks (default: the rule's, 4096)",
     )
     train.add_argument(
+        "--no-layer-report",
+        dest="layer_report",
+        action="store_false",
+        help="skip the final pass over the training set that reports every layer's "
+        "train accuracy beside its test accuracy",
+    )
+    train.add_argument(
+        "--rule-option",
+        action="append",
+        type=_rule_option,
+        default=[],
+        metavar="NAME=VALUE",
+        help="another parameter of the rule, e.g. --rule-option feedback=scfb for "
+        "random-classifier (repeatable; `keras-local list` shows each rule's)",
+    )
+    train.add_argument(
         "--activation",
         help="hidden activation, e.g. relu, leaky_relu (default: the rule's: relu for "
         "backprop and pred, leaky_relu for sim and predsim)",
@@ -191,17 +221,18 @@ def list_components(print_fn=print):
     from keras_local import rules
     from keras_local import zoo
 
+    width = max(map(len, [*zoo.names(), *rules.names()]))
     print_fn("Models:")
     for name in zoo.names():
-        print_fn(f"  {name:10s} {_first_paragraph(zoo.get(name).__doc__)}")
+        print_fn(f"  {name:{width}s} {_first_paragraph(zoo.get(name).__doc__)}")
     print_fn("")
     print_fn("Rules (parameters with their defaults):")
     for name in rules.names():
         rule = rules.get(name)
         parameters = rules.parameters(name)
         settings = ", ".join(f"{k}={v!r}" for k, v in parameters.items()) or "no parameters"
-        print_fn(f"  {name:10s} {settings}; activation {rule.default_activation}")
-        print_fn(f"  {'':10s} {_first_paragraph(type(rule).__doc__)}")
+        print_fn(f"  {name:{width}s} {settings}; activation {rule.default_activation}")
+        print_fn(f"  {'':{width}s} {_first_paragraph(type(rule).__doc__)}")
     print_fn("")
     print_fn("Data sets:")
     for name in data.DATASETS:
@@ -233,6 +264,8 @@ def _train(args):
         seed=args.seed,
         output=args.output,
         verbose=2 if args.quiet else 1,
+        rule_options=dict(args.rule_option),
+        layer_report=args.layer_report,
     )
 
 

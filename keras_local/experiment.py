@@ -21,6 +21,7 @@ import time
 import keras
 
 from keras_local import data as data_lib
+from keras_local import rules as rules_lib
 from keras_local import zoo
 from keras_local.callbacks import BlockReport
 from keras_local.callbacks import CompactProgbarLogger
@@ -43,6 +44,8 @@ class ExperimentResult:
         test_accuracy: the output layer's test accuracy, in [0, 1].
         test_metrics: everything `evaluate` returned on the test set (`loss`,
             `accuracy`, `output_loss`, `block<i>_<part>_loss`, ...).
+        train_metrics: the same on the training set, measured after training
+            in inference mode (`None` without `layer_report`).
         block_metrics: the per-block part of `test_metrics`, as
             `{"block1": {"pred_loss": ..., "sim_loss": ...,
             "pred_accuracy": ...}, ...}`.
@@ -65,6 +68,7 @@ class ExperimentResult:
     test_error: float
     test_accuracy: float
     test_metrics: dict
+    train_metrics: dict | None
     block_metrics: dict
     history: dict
     epochs: int
@@ -82,9 +86,10 @@ class ExperimentResult:
         return dataclasses.asdict(self)
 
 
-def default_output(model, rule, dataset):
-    """`saved_models/<model>-<rule>-<dataset>.keras`."""
-    return os.path.join(DEFAULT_OUTPUT_DIR, f"{model}-{rule}-{dataset}.keras")
+def default_output(model, rule, dataset, rule_options=None):
+    """`saved_models/<model>-<rule>[-<option>=<value>...]-<dataset>.keras`."""
+    options = "".join(f"-{k}={v}" for k, v in sorted((rule_options or {}).items()))
+    return os.path.join(DEFAULT_OUTPUT_DIR, f"{model}-{rule}{options}-{dataset}.keras")
 
 
 def train(
@@ -108,6 +113,8 @@ def train(
     output=None,
     verbose=1,
     print_fn=print,
+    rule_options=None,
+    layer_report=True,
 ):
     """Trains a zoo model with a rule on a data set the way the paper did.
 
@@ -139,6 +146,13 @@ def train(
             default.
         dim_in_decoder: largest input size of the local classifiers of conv
             blocks; only for rules that take it. `None`: the rule's default.
+        rule_options: the rule's other parameters, e.g.
+            `{"feedback": "scfb"}` for `random-classifier`
+            (`keras_local.rules.parameters(rule)` lists them).
+        layer_report: after training, also evaluate on the training set (in
+            inference mode, as Mostafa et al. 2018 report it) and print every
+            layer's local classifier accuracy on the training and test sets;
+            stored as `train_metrics` in the summary.
         activation: hidden activation; `None`: the rule's default.
         augment: whether to use the paper's training augmentation of the data
             set (`keras_local.data.augmentation`, e.g. 2-pixel jitter and
@@ -191,7 +205,12 @@ def train(
         )
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
-    output = str(output) if output is not None else default_output(model, rule, dataset)
+    rule_options = dict(rule_options or {})
+    output = (
+        str(output)
+        if output is not None
+        else default_output(model, rule, dataset, rule_options)
+    )
     if not output.endswith(".keras"):
         raise ValueError(
             f"The output path must end in '.keras' (the Keras model format), "
@@ -217,6 +236,7 @@ def train(
         train_examples=train_examples,
         test_examples=test_examples,
         seed=seed,
+        rule_options=rule_options,
     )
 
     # Build before loading the data: bad names and parameters fail in
@@ -226,8 +246,11 @@ def train(
     info = data_lib.info(dataset)
     builder = zoo.get(model)
     augmentation = data_lib.augmentation(dataset, cutout, seed) if augment else None
+    # Validates the options (a parameter the rule does not take is a
+    # ValueError naming the ones it does).
+    rule_object = rules_lib.get(rule, **rule_options)
     network = builder(
-        rule=rule,
+        rule=rule_object,
         num_classes=info.num_classes,
         input_shape=info.input_shape,
         width=width,
@@ -284,6 +307,12 @@ def train(
         x_test, y_test, batch_size=batch_size, return_dict=True, verbose=0
     )
     test_metrics = {name: float(value) for name, value in test_metrics.items()}
+    train_metrics = None
+    if layer_report:
+        train_metrics = network.evaluate(
+            x_train, y_train, batch_size=batch_size, return_dict=True, verbose=0
+        )
+        train_metrics = {name: float(value) for name, value in train_metrics.items()}
     test_accuracy = test_metrics["accuracy"]
     test_error = 100.0 * (1.0 - test_accuracy)
 
@@ -295,6 +324,7 @@ def train(
         test_error=test_error,
         test_accuracy=test_accuracy,
         test_metrics=test_metrics,
+        train_metrics=train_metrics,
         block_metrics={
             f"block{index}": metrics
             for index, metrics in block_metrics(test_metrics).items()
@@ -320,7 +350,13 @@ def train(
         f"{len(x_test)} test examples after {epochs} epoch{'s' if epochs != 1 else ''}, "
         f"in {format_duration(result.wall_time_s)}."
     )
-    for line in format_block_table(test_metrics, splits=(("test", ""),)):
+    if train_metrics is None:
+        report, splits = test_metrics, (("test", ""),)
+    else:
+        say("Every layer on the training set (inference mode) and the test set:")
+        report = {**train_metrics, **{f"test_{k}": v for k, v in test_metrics.items()}}
+        splits = (("train", ""), ("test", "test_"))
+    for line in format_block_table(report, splits=splits):
         say(line)
     say(f"Saved the model to {output} and a summary to {result.summary}.")
     return result

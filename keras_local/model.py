@@ -71,6 +71,8 @@ class LocalModel(BackendSteps, keras.Model):
         self.rule = rules_lib.get(rule)
         self.num_classes = num_classes
         self.hidden_blocks = list(blocks)
+        for block in self.hidden_blocks:
+            self.rule.prepare_block(block)
         self.objectives = [
             self.rule.make_objective(block, num_classes) for block in self.hidden_blocks
         ]
@@ -78,6 +80,7 @@ class LocalModel(BackendSteps, keras.Model):
             num_classes,
             dim_in_decoder=None,
             kernel_initializer=self.rule.output_kernel_initializer,
+            feedback=self.rule.output_feedback,
             name="classifier",
         )
         self.augmentation = augmentation
@@ -168,13 +171,37 @@ class LocalModel(BackendSteps, keras.Model):
 
         Its gradient with respect to any variable equals the gradient of the
         variable's own stage objective, because no other stage depends on it.
+        Rules with a top-down pass (`Rule.top_down`) add, after the forward
+        pass, each block's term driven by the error signal from above.
         """
-        results, total = [], 0.0
+        results = []
         for segment in self.segments():
-            x, segment_results, loss = self.run_segment(segment, x, labels, training)
+            x, segment_results, _ = self.run_segment(segment, x, labels, training)
             results += segment_results
-            total = total + loss
+        self.top_down_pass(results, labels)
+        total = sum(result["loss"] for result in results if "loss" in result)
         return total, results
+
+    def top_down_pass(self, results, labels):
+        """For rules with a top-down pass: sends the output's error signal
+        down through the blocks' objectives (last block first), adding each
+        block's term to its loss in `results`. Nothing for other rules."""
+        if not self.rule.top_down:
+            return
+        signal = self.rule.output_signal(results[-1]["logits"], labels)
+        for stage in reversed(range(len(self.hidden_blocks))):
+            objective = self.objectives[stage]
+            if objective is None:
+                continue
+            term, signal = objective.top_down(results[stage], signal)
+            results[stage]["loss"] = results[stage]["loss"] + term
+
+    def segment_losses(self, results):
+        """The loss of every segment: the sum of its stages' losses."""
+        return [
+            sum(results[stage]["loss"] for stage in segment if "loss" in results[stage])
+            for segment in self.segments()
+        ]
 
     def augment(self, x):
         if self.augmentation is None:

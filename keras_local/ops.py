@@ -64,3 +64,32 @@ def prediction_loss(logits, labels):
             ops.cast(labels, "int32"), logits, from_logits=True
         )
     )
+
+
+def feedback_alignment_matmul(x, kernel, feedback):
+    """`x @ kernel` whose input gradient goes through `feedback` instead.
+
+    The value is `x @ kernel`; the gradient sent to `x` is `g @ feedback^T`
+    (a fixed random matrix: feedback alignment, Lillicrap et al. 2016), and
+    `kernel` receives its true gradient `x^T g`. No custom gradient is
+    needed, so it works on every backend:
+    `sg(x) @ kernel + (x @ feedback - sg(x @ feedback))`.
+    """
+    through_feedback = ops.matmul(x, feedback)
+    return (
+        ops.matmul(ops.stop_gradient(x), kernel)
+        + through_feedback
+        - ops.stop_gradient(through_feedback)
+    )
+
+
+def gradient_surrogate(x, gradient):
+    """A scalar whose value is 0 and whose gradient with respect to `x` is
+    `gradient` (held constant).
+
+    Adding it to a loss injects a chosen error signal at `x` (the direct
+    feedback of DFA, the targets of rec-LRA) without changing the loss's
+    value, so logged losses stay the real ones.
+    """
+    inner = ops.sum(x * ops.stop_gradient(gradient))
+    return inner - ops.stop_gradient(inner)

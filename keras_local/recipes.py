@@ -77,7 +77,9 @@ class Recipe:
     Training settings (see `keras_local.experiment.train`): `dataset`,
     `model`, `rule`, `epochs` (required), `milestones`, `batch_size`,
     `learning_rate`, `dropout`, `width`, `beta`, `dim_in_decoder`,
-    `activation`, `augment`, `cutout`. Provenance: `paper`, `table`, `row`,
+    `activation`, `augment`, `cutout`, `rule_options` (a table of the
+    rule's other parameters, e.g. `rule_options = { feedback = "scfb" }`).
+    Provenance: `paper`, `table`, `row`,
     `column` and `paper_test_error` (the published test error, %). `path` is
     the file it was read from.
     """
@@ -96,6 +98,7 @@ class Recipe:
     activation: str | None = None
     augment: bool = True
     cutout: int | None = None
+    rule_options: dict | None = None
     paper: str | None = None
     table: str | None = None
     row: str | None = None
@@ -155,6 +158,13 @@ class Recipe:
             return f"{self.dataset}-{self.model}-{self.rule}"
         return os.path.splitext(os.path.basename(self.path))[0]
 
+    def rule_label(self):
+        """The rule with its options, e.g. `random-classifier (feedback=scfb)`."""
+        if not self.rule_options:
+            return self.rule
+        options = ", ".join(f"{k}={v}" for k, v in sorted(self.rule_options.items()))
+        return f"{self.rule} ({options})"
+
     def describe(self):
         """Where the recipe comes from, e.g. `"Table 2 (Fashion-MNIST), row
         VGG8B, column predsim: 4.65% test error in Nøkland & Eidnes 2019..."`."""
@@ -171,7 +181,7 @@ class Recipe:
             where += f": {self.paper_test_error:.2f}% test error"
         if self.paper:
             where += f" in {self.paper}"
-        return where or "no provenance given"
+        return where or "no published number for this cell (see the recipe's comments)"
 
     def milestones_for(self, epochs):
         """The recipe's milestones scaled to a run of `epochs` epochs.
@@ -201,6 +211,7 @@ class Recipe:
             augment=self.augment,
             cutout=self.cutout,
             milestones=self.milestones,
+            rule_options=self.rule_options,
         )
 
 
@@ -288,7 +299,7 @@ def result_row(recipe, result, notes=()):
         recipe.name,
         recipe.dataset,
         recipe.model,
-        recipe.rule,
+        recipe.rule_label(),
         f"{result.epochs}/{recipe.epochs}",
         str(result.num_train_examples),
         f"{result.test_error:.2f}",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_local import rules
 from keras_local.ops import prediction_loss
 from tests.conftest import gradients
 from tests.conftest import random_batch
@@ -80,7 +81,7 @@ def test_a_blocks_objective_does_not_reach_earlier_blocks():
     assert inputs[2].shape[0] == len(y)
 
 
-@pytest.mark.parametrize("rule", ["pred", "sim", "predsim", "backprop"])
+@pytest.mark.parametrize("rule", rules.names())
 def test_block_by_block_equals_the_summed_objective(rule):
     model = tiny_conv_model(rule=rule)
     x, y = random_batch()

@@ -99,6 +99,7 @@ def _fake_result(arguments, test_error=12.5):
         test_error=test_error,
         test_accuracy=1 - test_error / 100,
         test_metrics={},
+        train_metrics=None,
         block_metrics={},
         history={},
         epochs=arguments["epochs"],

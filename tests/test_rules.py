@@ -7,7 +7,18 @@ from keras_local.layers import DenseBlock
 
 
 def test_registry_names():
-    assert rules.names() == ["backprop", "pred", "predsim", "sim"]
+    assert rules.names() == [
+        "backprop",
+        "direct-feedback-alignment",
+        "feedback-alignment",
+        "pred",
+        "pred-bpf",
+        "predsim",
+        "predsim-bpf",
+        "random-classifier",
+        "sim",
+        "sim-bpf",
+    ]
 
 
 def test_get_by_name_with_overrides_and_round_trip():
@@ -26,6 +37,12 @@ def test_get_by_name_with_overrides_and_round_trip():
         ("pred", "relu", 1.0, "zeros", True),
         ("sim", "leaky_relu", 1.0, "zeros", True),
         ("predsim", "leaky_relu", 0.01, "zeros", True),
+        ("pred-bpf", "relu", 1.0, "zeros", True),
+        ("sim-bpf", "leaky_relu", 1.0, "zeros", True),
+        ("predsim-bpf", "leaky_relu", 0.99, "zeros", True),
+        ("random-classifier", "relu", 1.0, "zeros", True),
+        ("feedback-alignment", "relu", 1.0, "torch", False),
+        ("direct-feedback-alignment", "relu", 1.0, "torch", True),
     ],
 )
 def test_rule_settings_follow_the_paper(name, activation, output_weight, output_init, detach):
@@ -49,7 +66,7 @@ def test_objectives_carry_the_rules_heads():
 
 
 def test_unknown_rule_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"Unknown rule 'predsimm'.*backprop, pred, predsim, sim"):
+    with pytest.raises(ValueError, match=r"Unknown rule 'predsimm'.*backprop, direct-feedback-alignment, .*, sim, sim-bpf\."):
         rules.get("predsimm")
 
 

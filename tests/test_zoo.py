@@ -1,11 +1,14 @@
 """Zoo builders: parameter counts of the reference, architecture details,
 rule composition and bad input."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
 
 from keras_local import zoo
+from keras_local.layers import ConvBlock
 
 # Inference-network parameter counts of the reference README (millions).
 REFERENCE_COUNTS = [
@@ -75,7 +78,7 @@ def test_beta_and_dim_in_decoder_reach_the_heads():
 
 
 def test_unknown_model_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"Unknown model 'resnet9'.*mlp, vgg11b, vgg8b"):
+    with pytest.raises(ValueError, match=r"Unknown model 'resnet9'.*mlp, mostafa_cnn10, mostafa_cnn5, mostafa_mlp, vgg11b, vgg8b"):
         zoo.get("resnet9")
 
 
@@ -87,3 +90,166 @@ def test_rule_parameter_mismatch_is_a_clear_error():
 def test_wrong_input_rank_for_conv_models():
     with pytest.raises(ValueError, match=r"rank 4 \(batch, height, width, channels\)"):
         zoo.vgg8b(input_shape=(28, 28))
+
+
+# --------------------------------------------- Mostafa, Ramesh & Cauwenberghs 2018
+# Figure 6 of the paper: |P| (weights, no biases, batch norm or output layer)
+# and |A| (activations per example: the outputs of the hidden layers, after
+# pooling where a layer pools).
+MOSTAFA_NETWORKS = [
+    ("mostafa_mlp", (28, 28, 1), 2_784_000, 3_000),
+    ("mostafa_cnn5", (32, 32, 3), 13_716_512, 40_960),
+    ("mostafa_cnn10", (32, 32, 3), 9_402_048, 156_160),
+]
+
+
+def hidden_kernel_count(model):
+    """The weights of the hidden blocks' kernels (not biases, not BatchNorm)."""
+    return sum(
+        math.prod(v.shape)
+        for block in model.hidden_blocks
+        for v in block.trainable_weights
+        if v.path.endswith("kernel")
+    )
+
+
+@pytest.mark.parametrize("name", ["mostafa_mlp", "mostafa_cnn5", "mostafa_cnn10"])
+def test_mostafa_builders_are_registered(name):
+    assert name in zoo.names()
+    assert zoo.get(name) is getattr(zoo, name)
+
+
+@pytest.mark.parametrize("name, input_shape, weights, activations", MOSTAFA_NETWORKS)
+def test_mostafa_networks_match_the_papers_counts(name, input_shape, weights, activations):
+    model = zoo.get(name)(rule="backprop", input_shape=input_shape)
+    assert hidden_kernel_count(model) == weights
+    # Run the blocks on a real batch: the actual pooled sizes, not the declared ones.
+    x = keras.ops.ones((2, *input_shape))
+    total = 0
+    for block in model.hidden_blocks:
+        _, x = block(x)
+        total += math.prod(x.shape[1:])
+    assert total == activations
+    assert model(keras.ops.ones((2, *input_shape))).shape == (2, 10)
+
+
+def test_mostafa_cnn5_pools_3x3_stride_2_to_16_8_4():
+    model = zoo.mostafa_cnn5(rule="pred", input_shape=(32, 32, 3))
+    convs, fcs = model.hidden_blocks[:3], model.hidden_blocks[3:]
+    assert [b.kernel_layer.kernel.shape for b in convs] == [
+        (5, 5, 3, 96), (5, 5, 96, 128), (5, 5, 128, 256)
+    ]
+    assert all((b.pool_size, b.pool_strides, b.pool_padding) == (3, 2, "same") for b in convs)
+    assert [b.units for b in fcs] == [2048, 2048]
+    assert all(b.batch_norm and b.activation == "relu" for b in model.hidden_blocks)
+    x = keras.ops.ones((2, 32, 32, 3))
+    sizes = []
+    for block in convs:
+        declared = block.compute_output_shape(tuple(x.shape))[1]
+        _, x = block(x)
+        assert declared == tuple(x.shape)
+        sizes.append(tuple(x.shape[1:]))
+    assert sizes == [(16, 16, 96), (8, 8, 128), (4, 4, 256)]
+
+
+def test_mostafa_mlp_has_no_batch_norm_unless_asked():
+    model = zoo.mostafa_mlp(rule="pred", input_shape=(28, 28, 1))
+    assert [b.units for b in model.hidden_blocks] == [1000, 1000, 1000]
+    assert not any(b.batch_norm for b in model.hidden_blocks)
+    assert all(b.activation == "relu" for b in model.hidden_blocks)
+    normed = zoo.mostafa_mlp(rule="pred", input_shape=(28, 28, 1), batch_norm=True)
+    assert all(b.batch_norm for b in normed.hidden_blocks)
+    assert model(keras.ops.ones((3, 28, 28, 1))).shape == (3, 10)
+
+
+def test_mostafa_cnn10_layout():
+    model = zoo.mostafa_cnn10(rule="predsim", input_shape=(32, 32, 3), num_classes=100)
+    assert [b.filters for b in model.hidden_blocks] == [64, 64, 128, 128, 256, 256, 512, 512, 512, 512]
+    assert [b.pool_size for b in model.hidden_blocks] == [None, 2] * 5
+    assert all(b.kernel_layer.kernel.shape[:2] == (3, 3) for b in model.hidden_blocks)
+    # ReLU, the paper's, even under a rule whose default is leaky ReLU.
+    assert all(b.activation == "relu" and b.batch_norm for b in model.hidden_blocks)
+    assert model(keras.ops.ones((2, 32, 32, 3))).shape == (2, 100)
+
+
+def test_mostafa_cnn5_input_dropout_is_a_training_only_augmentation():
+    assert zoo.mostafa_cnn5(rule="pred", width=0.25, fc_units=16).augmentation is None
+    model = zoo.mostafa_cnn5(
+        rule="pred", input_shape=(32, 32, 3), width=0.25, fc_units=16,
+        dropout=0.2, input_dropout=0.5,
+    )
+    assert isinstance(model.augmentation, keras.layers.Dropout)
+    assert model.augmentation.rate == 0.5
+    x = np.ones((4, 32, 32, 3), "float32")
+    dropped = keras.ops.convert_to_numpy(model.augment(x))
+    assert set(np.unique(dropped)) == {0.0, 2.0}  # inverted dropout at rate 0.5
+    # Inference never sees it.
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(model(x))
+    )
+    # One training step through the augmentation slot (without XLA: faster to build).
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+    logs = model.train_on_batch(x, np.array([0, 1, 2, 3]), return_dict=True)
+    assert np.isfinite(logs["loss"])
+
+
+def test_mostafa_cnn5_chains_augmentation_then_input_dropout():
+    flip = keras.layers.RandomFlip("horizontal", name="flip")
+    model = zoo.mostafa_cnn5(
+        rule="backprop", input_shape=(32, 32, 3), width=0.25, fc_units=16,
+        augmentation=flip, input_dropout=0.1,
+    )
+    assert isinstance(model.augmentation, keras.Sequential)
+    assert [type(layer) for layer in model.augmentation.layers] == [
+        keras.layers.RandomFlip, keras.layers.Dropout
+    ]
+    assert model.augment(np.ones((2, 32, 32, 3), "float32")).shape == (2, 32, 32, 3)
+    with pytest.raises(ValueError, match=r"input_dropout must be in \[0, 1\)"):
+        zoo.mostafa_cnn5(rule="backprop", input_dropout=1.0)
+
+
+def test_conv_block_pool_strides_and_padding():
+    x = keras.ops.ones((2, 9, 9, 3))
+    cases = [
+        (dict(pool_size=2), (4, 4)),  # the default: stride = pool_size, valid
+        (dict(pool_size=3, pool_strides=2), (4, 4)),  # (9 - 3) // 2 + 1
+        (dict(pool_size=3, pool_strides=2, pool_padding="same"), (5, 5)),  # ceil(9 / 2)
+        (dict(pool_size=3, pool_strides=1, pool_padding="same"), (9, 9)),
+    ]
+    for kwargs, size in cases:
+        block = ConvBlock(4, **kwargs)
+        features, outputs = block(x)
+        assert outputs.shape[1:3] == size, kwargs
+        assert block.compute_output_shape(x.shape)[1] == tuple(outputs.shape), kwargs
+
+
+def test_conv_block_rejects_bad_pooling_arguments():
+    with pytest.raises(ValueError, match=r"pool_padding must be one of 'valid', 'same'; got 'SAME'"):
+        ConvBlock(4, pool_size=2, pool_padding="SAME")
+    with pytest.raises(ValueError, match=r"pool_padding must be one of .*got 'full'"):
+        ConvBlock(4, pool_size=2, pool_padding="full")
+    with pytest.raises(ValueError, match="pool_strides must be a positive integer or None, got 0"):
+        ConvBlock(4, pool_size=2, pool_strides=0)
+    with pytest.raises(ValueError, match="pool_size must be a positive integer or None, got 2.5"):
+        ConvBlock(4, pool_size=2.5)
+    with pytest.raises(ValueError, match="pool_strides=2 was given without pool_size"):
+        ConvBlock(4, pool_strides=2)
+
+
+def test_conv_block_pooling_round_trips_through_its_config():
+    block = ConvBlock(8, kernel_size=5, pool_size=3, pool_strides=2, pool_padding="same", name="b")
+    config = block.get_config()
+    assert (config["pool_size"], config["pool_strides"], config["pool_padding"]) == (3, 2, "same")
+    clone = ConvBlock.from_config(config)
+    assert (clone.pool_size, clone.pool_strides, clone.pool_padding) == (3, 2, "same")
+    assert clone.get_config() == config
+    x = keras.ops.ones((2, 32, 32, 3))
+    assert clone(x)[1].shape == block(x)[1].shape == (2, 16, 16, 8)
+    # Through Keras' own (de)serialisation too, as in saved models.
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(block))
+    assert isinstance(restored, ConvBlock) and restored.get_config() == config
+    # Configs saved before these arguments existed load with the old behaviour.
+    old = {k: v for k, v in config.items() if k not in ("pool_strides", "pool_padding")}
+    legacy = ConvBlock.from_config(old)
+    assert (legacy.pool_strides, legacy.pool_padding) == (None, "valid")
+    assert legacy(x)[1].shape == (2, 10, 10, 8)  # (32 - 3) // 3 + 1

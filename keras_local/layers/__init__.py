@@ -3,9 +3,12 @@
 from keras_local.layers.block import Block
 from keras_local.layers.conv_block import ConvBlock
 from keras_local.layers.cutout import Cutout
+from keras_local.layers.decoder_pooling import DecoderPooling
 from keras_local.layers.dense_block import DenseBlock
+from keras_local.layers.feedback_alignment_conv2d import FeedbackAlignmentConv2D
+from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
 from keras_local.layers.prediction_head import PredictionHead
-from keras_local.layers.prediction_head import decoder_pooling
+from keras_local.layers.decoder_pooling import decoder_pooling
 from keras_local.layers.random_jitter import RandomJitter
 from keras_local.layers.similarity_head import SimilarityHead
 
@@ -13,7 +16,10 @@ __all__ = [
     "Block",
     "ConvBlock",
     "Cutout",
+    "DecoderPooling",
     "DenseBlock",
+    "FeedbackAlignmentConv2D",
+    "FeedbackAlignmentDense",
     "PredictionHead",
     "RandomJitter",
     "SimilarityHead",

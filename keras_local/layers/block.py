@@ -1,6 +1,8 @@
 import keras
 
 from keras_local.layers.activations import get_activation
+from keras_local.layers.feedback_alignment_conv2d import FeedbackAlignmentConv2D
+from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
 
 
 class Block(keras.layers.Layer):
@@ -14,12 +16,26 @@ class Block(keras.layers.Layer):
 
     BatchNorm uses PyTorch's settings (momentum 0.1 there, 0.9 here;
     epsilon 1e-5), as the reference code.
+
+    `feedback` says what the weighted layer sends back to its input: `None`,
+    the true gradient (the kernel's transpose); `"random"`, the gradient
+    through a fixed random matrix of the kernel's shape (feedback alignment).
+    Rules that need it (`feedback-alignment`) set it before the block is
+    built; subclasses make their layer with `_dense_layer`/`_conv_layer`,
+    which honour it.
     """
 
-    def __init__(self, activation="relu", dropout=0.0, batch_norm=True, **kwargs):
+    FEEDBACKS = (None, "random")
+
+    def __init__(
+        self, activation="relu", dropout=0.0, batch_norm=True, feedback=None, **kwargs
+    ):
         super().__init__(**kwargs)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        if feedback not in self.FEEDBACKS:
+            raise ValueError(f"feedback must be one of {self.FEEDBACKS}, got {feedback!r}.")
+        self.feedback = feedback
         self.activation = activation
         self.dropout = dropout
         self.batch_norm = batch_norm
@@ -27,6 +43,18 @@ class Block(keras.layers.Layer):
 
     def _make_kernel(self, input_shape):
         raise NotImplementedError
+
+    def _dense_layer(self, units, **kwargs):
+        """A `Dense`, or a `FeedbackAlignmentDense` when `feedback="random"`."""
+        if self.feedback == "random":
+            return FeedbackAlignmentDense(units, **kwargs)
+        return keras.layers.Dense(units, **kwargs)
+
+    def _conv_layer(self, filters, kernel_size, **kwargs):
+        """A `Conv2D`, or a `FeedbackAlignmentConv2D` when `feedback="random"`."""
+        if self.feedback == "random":
+            return FeedbackAlignmentConv2D(filters, kernel_size, **kwargs)
+        return keras.layers.Conv2D(filters, kernel_size, **kwargs)
 
     def _make_dropout(self):
         raise NotImplementedError
@@ -61,4 +89,5 @@ class Block(keras.layers.Layer):
             "activation": self.activation,
             "dropout": self.dropout,
             "batch_norm": self.batch_norm,
+            "feedback": self.feedback,
         }

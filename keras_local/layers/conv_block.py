@@ -8,6 +8,9 @@ from keras_local.layers.initializers import torch_kernel_initializer
 #: `large_input_stem=True` (the paper's STL-10 variant).
 LARGE_INPUT_SIZE = 64
 
+#: The `pool_padding` values `ConvBlock` accepts (those of `keras.ops.max_pool`).
+POOL_PADDINGS = ("valid", "same")
+
 
 @keras.saving.register_keras_serializable(package="keras_local")
 class ConvBlock(Block):
@@ -26,9 +29,21 @@ class ConvBlock(Block):
         activation: `"relu"`, `"leaky_relu"` (slope 0.01) or a Keras name.
         dropout: rate of `SpatialDropout2D` (whole channels, PyTorch's
             `Dropout2d`).
-        pool_size: if set, a `pool_size` max-pool with equal stride is applied
-            to the outputs (not seen by the heads).
+        pool_size: if set, a `pool_size` x `pool_size` max-pool is applied to
+            the outputs (not seen by the heads).
+        pool_strides: stride of the max-pool; `None` (the default) means equal
+            to `pool_size` (non-overlapping windows). Mostafa et al. (2018)
+            use overlapping 3x3 windows with stride 2.
+        pool_padding: `"valid"` (the default: no padding, the output side is
+            `(size - pool_size) // pool_strides + 1`) or `"same"` (the output
+            side is `ceil(size / pool_strides)`). With `pool_size=3,
+            pool_strides=2`, `"same"` gives the sizes of PyTorch's
+            `MaxPool2d(3, 2, padding=1)` (32 -> 16 -> 8 -> 4), but pads as
+            TensorFlow does: the padding goes to the bottom and right, so the
+            windows sit one pixel lower and further right than PyTorch's,
+            which pads one pixel on every side. Padded cells never win the max.
         batch_norm: whether to normalise before the activation.
+        feedback: `None` or `"random"` (feedback alignment; see `Block`).
         large_input_stem: use a 7x7 stride-2 convolution instead when the input
             is larger than 64 px (the first block of the paper's STL-10 VGG).
 
@@ -38,6 +53,10 @@ class ConvBlock(Block):
     >>> features, outputs = block(keras.ops.ones((2, 32, 32, 3)))
     >>> features.shape, outputs.shape
     ((2, 32, 32, 128), (2, 16, 16, 128))
+    >>> block = ConvBlock(96, kernel_size=5, pool_size=3, pool_strides=2,
+    ...                   pool_padding="same")
+    >>> block.compute_output_shape((2, 32, 32, 3))[1]
+    (2, 16, 16, 96)
     """
 
     def __init__(
@@ -50,6 +69,8 @@ class ConvBlock(Block):
         pool_size=None,
         batch_norm=True,
         large_input_stem=False,
+        pool_strides=None,
+        pool_padding="valid",
         **kwargs,
     ):
         super().__init__(
@@ -58,8 +79,31 @@ class ConvBlock(Block):
         self.filters = filters
         self.kernel_size = kernel_size
         self.strides = strides
+        for arg, value in (("pool_size", pool_size), ("pool_strides", pool_strides)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(
+                    f"{arg} must be a positive integer or None, got {value!r}."
+                )
+        if pool_padding not in POOL_PADDINGS:
+            raise ValueError(
+                f"pool_padding must be one of {', '.join(map(repr, POOL_PADDINGS))}; "
+                f"got {pool_padding!r}."
+            )
+        if pool_size is None and pool_strides is not None:
+            raise ValueError(
+                f"pool_strides={pool_strides!r} was given without pool_size; "
+                "pool_strides only applies to a max-pool (set pool_size)."
+            )
         self.pool_size = pool_size
+        self.pool_strides = pool_strides
+        self.pool_padding = pool_padding
         self.large_input_stem = large_input_stem
+
+    @property
+    def _pool_stride(self):
+        return self.pool_size if self.pool_strides is None else self.pool_strides
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -82,7 +126,7 @@ class ConvBlock(Block):
         # 'same' equals PyTorch's symmetric padding for odd kernels at stride
         # 1, without a copy; otherwise pad explicitly as PyTorch does.
         same = strides == 1 and kernel_size % 2 == 1
-        conv = keras.layers.Conv2D(
+        conv = self._conv_layer(
             self.filters,
             kernel_size,
             strides=strides,
@@ -105,7 +149,7 @@ class ConvBlock(Block):
         if self.pool_size is None:
             return x
         return keras.ops.max_pool(
-            x, self.pool_size, strides=self.pool_size, padding="valid"
+            x, self.pool_size, strides=self._pool_stride, padding=self.pool_padding
         )
 
     def compute_output_shape(self, input_shape):
@@ -118,7 +162,9 @@ class ConvBlock(Block):
         def pool(size):
             if size is None or self.pool_size is None:
                 return size
-            return size // self.pool_size
+            if self.pool_padding == "same":
+                return -(-size // self._pool_stride)
+            return (size - self.pool_size) // self._pool_stride + 1
 
         features = (input_shape[0], conv(input_shape[1]), conv(input_shape[2]), self.filters)
         outputs = (features[0], pool(features[1]), pool(features[2]), self.filters)
@@ -131,5 +177,7 @@ class ConvBlock(Block):
             "kernel_size": self.kernel_size,
             "strides": self.strides,
             "pool_size": self.pool_size,
+            "pool_strides": self.pool_strides,
+            "pool_padding": self.pool_padding,
             "large_input_stem": self.large_input_stem,
         }

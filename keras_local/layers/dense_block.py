@@ -22,6 +22,7 @@ class DenseBlock(Block):
         activation: `"relu"`, `"leaky_relu"` (slope 0.01) or a Keras name.
         dropout: rate of the element-wise dropout after the activation.
         batch_norm: whether to normalise before the activation.
+        feedback: `None` or `"random"` (feedback alignment; see `Block`).
 
     Example:
 
@@ -46,7 +47,7 @@ class DenseBlock(Block):
         super().build((input_shape[0], math.prod(input_shape[1:])))
 
     def _make_kernel(self, input_shape):
-        return keras.layers.Dense(
+        return self._dense_layer(
             self.units,
             kernel_initializer=torch_kernel_initializer(),
             bias_initializer=torch_bias_initializer(input_shape[-1]),

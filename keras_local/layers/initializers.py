@@ -28,3 +28,10 @@ def kernel_initializer(name):
     if name == "torch":
         return torch_kernel_initializer()
     return keras.initializers.get(name)
+
+
+def serialize_initializer(initializer):
+    """A name stays a name; an initializer object becomes its config."""
+    if isinstance(initializer, str):
+        return initializer
+    return keras.initializers.serialize(initializer)

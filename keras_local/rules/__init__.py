@@ -1,8 +1,9 @@
 """Learning rules and their registry.
 
 >>> from keras_local import rules
->>> rules.names()
-['backprop', 'pred', 'predsim', 'sim']
+>>> rules.names()  # doctest: +NORMALIZE_WHITESPACE
+['backprop', 'direct-feedback-alignment', 'feedback-alignment', 'pred',
+ 'pred-bpf', 'predsim', 'predsim-bpf', 'random-classifier', 'sim', 'sim-bpf']
 >>> rules.get("predsim", beta=0.9)
 PredSim(beta=0.9, dim_in_decoder=4096)
 """
@@ -10,12 +11,21 @@ PredSim(beta=0.9, dim_in_decoder=4096)
 import inspect
 
 from keras_local.rules.backprop import Backprop
+from keras_local.rules.backprop_free import BackpropFreeHeads
+from keras_local.rules.backprop_free import PredBPF
+from keras_local.rules.backprop_free import PredSimBPF
+from keras_local.rules.backprop_free import SimBPF
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.feedback_alignment import DirectFeedback
+from keras_local.rules.feedback_alignment import DirectFeedbackAlignment
+from keras_local.rules.feedback_alignment import FeedbackAlignment
 from keras_local.rules.local_losses import LocalLossHeads
 from keras_local.rules.local_losses import Pred
 from keras_local.rules.local_losses import PredSim
 from keras_local.rules.local_losses import Sim
+from keras_local.rules.random_classifier import RandomClassifier
+from keras_local.rules.random_classifier import RandomClassifierHead
 
 _REGISTRY = {}
 
@@ -90,11 +100,31 @@ def serialize(rule):
     return {"name": rule.name, "config": rule.get_config()}
 
 
-for _rule_class in (Backprop, Pred, Sim, PredSim):
+for _rule_class in (
+    Backprop,
+    Pred,
+    Sim,
+    PredSim,
+    PredBPF,
+    SimBPF,
+    PredSimBPF,
+    RandomClassifier,
+    FeedbackAlignment,
+    DirectFeedbackAlignment,
+):
     register(_rule_class)
 
 __all__ = [
     "Backprop",
+    "BackpropFreeHeads",
+    "DirectFeedback",
+    "DirectFeedbackAlignment",
+    "FeedbackAlignment",
+    "PredBPF",
+    "PredSimBPF",
+    "RandomClassifier",
+    "RandomClassifierHead",
+    "SimBPF",
     "LocalLossHeads",
     "LocalObjective",
     "Pred",

@@ -27,6 +27,18 @@ class LocalObjective(keras.layers.Layer):
     def build(self, features_shape, outputs_shape=None, labels_shape=None):
         self.built = True
 
+    def top_down(self, result, signal):
+        """For rules with a top-down pass (`Rule.top_down`): receives this
+        block's `call` result and the error signal from above (from the output
+        layer for the last block); returns `(term, signal_below)`, where
+        `term` is added to this block's loss (its gradient is the block's
+        update; its value should be 0 unless it is a real loss, see
+        `keras_local.ops.gradient_surrogate`) and `signal_below` goes to the
+        block below."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not take part in a top-down pass."
+        )
+
 
 class Rule:
     """A learning rule: which heads each block carries and what it minimises.
@@ -42,16 +54,32 @@ class Rule:
             rules); `False` lets the output loss reach every block (backprop).
         default_activation: what zoo builders use unless told otherwise.
         output_kernel_initializer: initialiser of the output layer's kernel.
+        output_feedback: what the output layer sends back to its input
+            (`None`, the true gradient, or `"random"`; see `PredictionHead`).
+        top_down: after the forward pass, the model sends `output_signal`
+            down through the blocks' objectives (`LocalObjective.top_down`),
+            last block first: direct feedback alignment, target propagation.
     """
 
     name = None
     detach_blocks = True
     default_activation = "relu"
     output_kernel_initializer = "zeros"
+    output_feedback = None
+    top_down = False
+
+    def prepare_block(self, block):
+        """Configures a hidden block before it is built (e.g. feedback
+        alignment sets `block.feedback`); nothing by default."""
 
     def make_objective(self, block, num_classes):
         """Returns the `LocalObjective` for `block`, or `None`."""
         return None
+
+    def output_signal(self, logits, labels):
+        """For rules with `top_down = True`: the error signal the output
+        layer sends down to the last block's objective."""
+        raise NotImplementedError(f"{type(self).__name__} has no top-down pass.")
 
     @property
     def output_loss_weight(self):

@@ -17,8 +17,34 @@ from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
 
 
+class WeightedLossParts(LocalObjective):
+    """Base of the objectives that mix a pred and a sim loss: validates the
+    weights and names the parts (`loss_names`, `has_classifier`).
+
+    Args:
+        num_classes: number of classes.
+        pred_weight: weight of the classifier's loss, or `None` for none.
+        sim_weight: weight of the similarity loss, or `None` for none.
+        dim_in_decoder: largest flattened input of the heads.
+    """
+
+    def __init__(self, num_classes, pred_weight=None, sim_weight=None, dim_in_decoder=4096, **kwargs):
+        super().__init__(**kwargs)
+        if pred_weight is None and sim_weight is None:
+            raise ValueError(f"{type(self).__name__} needs a pred or a sim loss (or both).")
+        self.num_classes = num_classes
+        self.pred_weight = pred_weight
+        self.sim_weight = sim_weight
+        self.dim_in_decoder = dim_in_decoder
+        self.has_classifier = pred_weight is not None
+        self.loss_names = tuple(
+            name
+            for name, weight in (("pred", pred_weight), ("sim", sim_weight))
+            if weight is not None
+        )
+
 @keras.saving.register_keras_serializable(package="keras_local")
-class LocalLossHeads(LocalObjective):
+class LocalLossHeads(WeightedLossParts):
     """A block's pred and/or sim heads and their weighted local loss.
 
     Args:
@@ -47,19 +73,7 @@ class LocalLossHeads(LocalObjective):
         dim_in_decoder=4096,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if pred_weight is None and sim_weight is None:
-            raise ValueError("LocalLossHeads needs a pred or a sim head (or both).")
-        self.num_classes = num_classes
-        self.pred_weight = pred_weight
-        self.sim_weight = sim_weight
-        self.dim_in_decoder = dim_in_decoder
-        self.has_classifier = pred_weight is not None
-        self.loss_names = tuple(
-            name
-            for name, weight in (("pred", pred_weight), ("sim", sim_weight))
-            if weight is not None
-        )
+        super().__init__(num_classes, pred_weight, sim_weight, dim_in_decoder, **kwargs)
         self.prediction_head = None
         self.similarity_head = None
         if pred_weight is not None:
@@ -89,16 +103,6 @@ class LocalLossHeads(LocalObjective):
             loss = loss + self.sim_weight * result["sim_loss"]
         result["loss"] = loss
         return result
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "num_classes": self.num_classes,
-            "pred_weight": self.pred_weight,
-            "sim_weight": self.sim_weight,
-            "dim_in_decoder": self.dim_in_decoder,
-        }
-
 
 class Pred(Rule):
     """Each block trains a local linear classifier with cross-entropy.

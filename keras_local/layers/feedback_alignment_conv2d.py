@@ -1,0 +1,127 @@
+import keras
+from keras import ops
+
+from keras_local.layers.initializers import kernel_initializer
+from keras_local.layers.initializers import serialize_initializer
+from keras_local.layers.initializers import torch_bias_initializer
+
+
+@keras.saving.register_keras_serializable(package="keras_local")
+class FeedbackAlignmentConv2D(keras.layers.Layer):
+    """A 2D convolution that sends its input gradient through fixed random filters.
+
+    The forward pass is `conv(x, kernel) + bias`; the kernel and bias get
+    their true gradients, but the input receives the transposed convolution
+    of the output gradient with `feedback_kernel` (random filters of the
+    kernel's shape, drawn once, never trained, saved with the model) instead
+    of with `kernel`: feedback alignment for convolutions, as Mostafa et al.
+    (2018) use it ("fixed random filters that we convolve with the errors").
+    Written as `conv(sg(x), K) + conv(x, B) - sg(conv(x, B))`, which needs no
+    custom gradient on any backend.
+
+    Args:
+        filters: output channels.
+        kernel_size: an int or `(height, width)`.
+        strides: an int or `(height, width)`.
+        padding: `"same"` or `"valid"`.
+        use_bias: whether to add a bias.
+        kernel_initializer, bias_initializer, feedback_initializer: as in
+            `FeedbackAlignmentDense`.
+
+    Example:
+
+    >>> layer = FeedbackAlignmentConv2D(8, 3, padding="same")
+    >>> layer(keras.ops.ones((2, 6, 6, 3))).shape
+    (2, 6, 6, 8)
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        use_bias=True,
+        kernel_initializer="torch",
+        bias_initializer="torch",
+        feedback_initializer="torch",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
+        self.filters = filters
+        self.kernel_size = _pair(kernel_size)
+        self.strides = _pair(strides)
+        self.padding = padding
+        self.use_bias = use_bias
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self.feedback_initializer = feedback_initializer
+
+    def build(self, input_shape):
+        shape = (*self.kernel_size, input_shape[-1], self.filters)
+        self.kernel = self.add_weight(
+            shape=shape, initializer=kernel_initializer(self.kernel_initializer), name="kernel"
+        )
+        self.bias = None
+        if self.use_bias:
+            fan_in = self.kernel_size[0] * self.kernel_size[1] * input_shape[-1]
+            bias_init = (
+                torch_bias_initializer(fan_in)
+                if self.bias_initializer == "torch"
+                else keras.initializers.get(self.bias_initializer)
+            )
+            self.bias = self.add_weight(shape=(self.filters,), initializer=bias_init, name="bias")
+        self.feedback_kernel = self.add_weight(
+            shape=shape,
+            initializer=kernel_initializer(self.feedback_initializer),
+            trainable=False,
+            name="feedback_kernel",
+        )
+
+    def _conv(self, x, kernel):
+        return ops.conv(x, kernel, strides=self.strides, padding=self.padding)
+
+    def call(self, inputs):
+        through_feedback = self._conv(inputs, self.feedback_kernel)
+        x = (
+            self._conv(ops.stop_gradient(inputs), self.kernel)
+            + through_feedback
+            - ops.stop_gradient(through_feedback)
+        )
+        if self.bias is not None:
+            x = x + self.bias
+        return x
+
+    def compute_output_shape(self, input_shape):
+        def size(length, kernel, stride):
+            if length is None:
+                return None
+            if self.padding == "same":
+                return -(-length // stride)
+            return (length - kernel) // stride + 1
+
+        return (
+            input_shape[0],
+            size(input_shape[1], self.kernel_size[0], self.strides[0]),
+            size(input_shape[2], self.kernel_size[1], self.strides[1]),
+            self.filters,
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "use_bias": self.use_bias,
+            "kernel_initializer": serialize_initializer(self.kernel_initializer),
+            "bias_initializer": serialize_initializer(self.bias_initializer),
+            "feedback_initializer": serialize_initializer(self.feedback_initializer),
+        }
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)

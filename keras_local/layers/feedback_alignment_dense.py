@@ -1,0 +1,92 @@
+import keras
+
+from keras_local.layers.initializers import kernel_initializer
+from keras_local.layers.initializers import serialize_initializer
+from keras_local.layers.initializers import torch_bias_initializer
+from keras_local.ops import feedback_alignment_matmul
+
+
+@keras.saving.register_keras_serializable(package="keras_local")
+class FeedbackAlignmentDense(keras.layers.Layer):
+    """A dense layer that sends its input gradient through a fixed random matrix.
+
+    The forward pass is `x @ kernel + bias`. In the backward pass the kernel
+    and the bias get their true gradients (`x^T g`, `sum(g)`), but the input
+    receives `g @ feedback_kernel^T` instead of `g @ kernel^T`: feedback
+    alignment (Lillicrap et al. 2016). `feedback_kernel` has the kernel's
+    shape, is drawn once and is never trained; it is saved with the model.
+
+    Args:
+        units: output width.
+        use_bias: whether to add a bias.
+        kernel_initializer: `"torch"` (PyTorch's default, U(+-1/sqrt(fan_in))),
+            `"zeros"` or any Keras initializer.
+        bias_initializer: `"torch"` or any Keras initializer.
+        feedback_initializer: initialiser of the fixed feedback matrix;
+            PyTorch's default like the kernel, as the reference code's
+            backprop-free heads.
+
+    Example:
+
+    >>> layer = FeedbackAlignmentDense(10)
+    >>> layer(keras.ops.ones((4, 32))).shape
+    (4, 10)
+    >>> [w.name for w in layer.non_trainable_weights]
+    ['feedback_kernel']
+    """
+
+    def __init__(
+        self,
+        units,
+        use_bias=True,
+        kernel_initializer="torch",
+        bias_initializer="torch",
+        feedback_initializer="torch",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = units
+        self.use_bias = use_bias
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self.feedback_initializer = feedback_initializer
+
+    def build(self, input_shape):
+        fan_in = input_shape[-1]
+        shape = (fan_in, self.units)
+        self.kernel = self.add_weight(
+            shape=shape, initializer=kernel_initializer(self.kernel_initializer), name="kernel"
+        )
+        self.bias = None
+        if self.use_bias:
+            bias_init = (
+                torch_bias_initializer(fan_in)
+                if self.bias_initializer == "torch"
+                else keras.initializers.get(self.bias_initializer)
+            )
+            self.bias = self.add_weight(shape=(self.units,), initializer=bias_init, name="bias")
+        self.feedback_kernel = self.add_weight(
+            shape=shape,
+            initializer=kernel_initializer(self.feedback_initializer),
+            trainable=False,
+            name="feedback_kernel",
+        )
+
+    def call(self, inputs):
+        x = feedback_alignment_matmul(inputs, self.kernel, self.feedback_kernel)
+        if self.bias is not None:
+            x = x + self.bias
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "use_bias": self.use_bias,
+            "kernel_initializer": serialize_initializer(self.kernel_initializer),
+            "bias_initializer": serialize_initializer(self.bias_initializer),
+            "feedback_initializer": serialize_initializer(self.feedback_initializer),
+        }

@@ -1,0 +1,170 @@
+"""Local errors from fixed random classifiers (Mostafa, Ramesh &
+Cauwenberghs 2018).
+
+Every hidden layer feeds its output (after dropout and pooling, flattened)
+to its own random classifier `M` (not trained) and learns from that
+classifier's cross-entropy. The error comes back to the layer through `K`:
+
+- `"sym"`: `K = M^T`, the exact gradient of the local loss;
+- `"scfb"`: sign-concordant feedback, random magnitudes with the signs of
+  `M^T`;
+- `"random"`: an independent random `K`. The paper reports that the network
+  then stays near chance; it is here so that users can see it.
+
+With `trainable=True` the classifier learns too (the paper's TLC).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_local.ops import feedback_alignment_matmul
+from keras_local.ops import prediction_loss
+from keras_local.rules.base import LocalObjective
+from keras_local.rules.base import Rule
+
+FEEDBACKS = ("sym", "scfb", "random")
+DISTRIBUTIONS = ("uniform", "normal")
+
+
+def random_classifier_initializer(fan_in, fan_out, distribution):
+    """Zero mean, std `sqrt(2 / (n_in + n_out))` (the paper's eq. 7)."""
+    std = math.sqrt(2.0 / (fan_in + fan_out))
+    if distribution == "uniform":
+        limit = std * math.sqrt(3.0)
+        return keras.initializers.RandomUniform(-limit, limit)
+    return keras.initializers.RandomNormal(0.0, std)
+
+
+@keras.saving.register_keras_serializable(package="keras_local")
+class RandomClassifierHead(LocalObjective):
+    """A block's fixed random classifier `M` and feedback `K`.
+
+    Args:
+        num_classes: number of classes.
+        feedback: `"sym"`, `"scfb"` or `"random"` (see the module).
+        trainable_classifier: train `M` too (TLC).
+        distribution: `"uniform"` or `"normal"` initialisation of `M` (and of
+            `K`'s magnitudes).
+
+    Example:
+
+    >>> head = RandomClassifierHead(10, feedback="scfb")
+    >>> x = keras.ops.ones((4, 32))
+    >>> sorted(head(x, x, keras.ops.array([0, 1, 2, 3])))
+    ['logits', 'loss', 'pred_loss']
+    """
+
+    loss_names = ("pred",)
+    has_classifier = True
+
+    def __init__(
+        self,
+        num_classes,
+        feedback="sym",
+        trainable_classifier=False,
+        distribution="uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_choice("feedback", feedback, FEEDBACKS)
+        _check_choice("distribution", distribution, DISTRIBUTIONS)
+        self.num_classes = num_classes
+        self.feedback = feedback
+        self.trainable_classifier = trainable_classifier
+        self.distribution = distribution
+
+    def build(self, features_shape, outputs_shape=None, labels_shape=None):
+        shape = outputs_shape if outputs_shape is not None else features_shape
+        width = math.prod(shape[1:])
+        initializer = random_classifier_initializer(
+            self.num_classes, width, self.distribution
+        )
+        self.classifier_matrix = self.add_weight(
+            shape=(width, self.num_classes),
+            initializer=initializer,
+            trainable=self.trainable_classifier,
+            name="classifier_matrix",
+        )
+        # `feedback_matrix` is K^T, stored in M's layout (width, classes).
+        self.feedback_matrix = None
+        if self.feedback != "sym":
+            self.feedback_matrix = self.add_weight(
+                shape=(width, self.num_classes),
+                initializer=random_classifier_initializer(
+                    self.num_classes, width, self.distribution
+                ),
+                trainable=False,
+                name="feedback_matrix",
+            )
+            if self.feedback == "scfb":
+                self.feedback_matrix.assign(
+                    ops.abs(self.feedback_matrix) * ops.sign(self.classifier_matrix)
+                )
+        self.built = True
+
+    def call(self, features, outputs, labels, training=None):
+        flat = ops.reshape(outputs, (ops.shape(outputs)[0], -1))
+        if self.feedback_matrix is None:
+            logits = ops.matmul(flat, self.classifier_matrix)
+        else:
+            logits = feedback_alignment_matmul(
+                flat, self.classifier_matrix, self.feedback_matrix
+            )
+        pred_loss = prediction_loss(logits, labels)
+        return {"loss": pred_loss, "pred_loss": pred_loss, "logits": logits}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "feedback": self.feedback,
+            "trainable_classifier": self.trainable_classifier,
+            "distribution": self.distribution,
+        }
+
+
+class RandomClassifier(Rule):
+    """Every block learns from the cross-entropy of a fixed random classifier
+    on its output (Mostafa et al. 2018).
+
+    Args:
+        feedback: `"sym"` (exact local gradient), `"scfb"` (sign-concordant)
+            or `"random"` (independent; fails, as the paper reports).
+        trainable: train the local classifiers too (TLC).
+        distribution: `"uniform"` (the paper's default) or `"normal"` (GI).
+    """
+
+    name = "random-classifier"
+    default_activation = "relu"
+
+    def __init__(self, feedback="sym", trainable=False, distribution="uniform"):
+        _check_choice("feedback", feedback, FEEDBACKS)
+        _check_choice("distribution", distribution, DISTRIBUTIONS)
+        self.feedback = feedback
+        self.trainable = trainable
+        self.distribution = distribution
+
+    def make_objective(self, block, num_classes):
+        return RandomClassifierHead(
+            num_classes,
+            feedback=self.feedback,
+            trainable_classifier=self.trainable,
+            distribution=self.distribution,
+            name=f"{block.name}_classifier",
+        )
+
+    def get_config(self):
+        return {
+            "feedback": self.feedback,
+            "trainable": self.trainable,
+            "distribution": self.distribution,
+        }
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}."
+        )
