@@ -54,9 +54,37 @@ def test_fashion_mnist_recipes_have_the_papers_settings(model, rule):
     assert "Table 2" in path.read_text(encoding="utf-8").splitlines()[1]
 
 
-def test_zoo_holds_the_eight_fashion_mnist_recipes():
+BESIDE_TABLE_2 = [
+    "pred-bpf",
+    "sim-bpf",
+    "predsim-bpf",
+    "random-classifier",
+    "random-classifier-scfb",
+    "random-classifier-random",
+    "random-classifier-tlc",
+    "feedback-alignment",
+    "direct-feedback-alignment",
+]
+
+
+def test_zoo_holds_table_2_and_the_rules_beside_it():
     names = {path.stem for path in ZOO.glob("fashion_mnist-*.toml")}
-    assert names == {f"fashion_mnist-{m}-{r}" for m, r in TABLE_2}
+    table_2 = {f"fashion_mnist-{m}-{r}" for m, r in TABLE_2}
+    beside = {f"fashion_mnist-{m}-{r}" for m in ("mlp", "vgg8b") for r in BESIDE_TABLE_2}
+    assert names == table_2 | beside
+
+
+@pytest.mark.parametrize("name", BESIDE_TABLE_2)
+@pytest.mark.parametrize("model", ["mlp", "vgg8b"])
+def test_recipes_beside_table_2_share_its_settings(model, name):
+    recipe = Recipe.from_file(ZOO / f"fashion_mnist-{model}-{name}.toml")
+    backprop = Recipe.from_file(ZOO / f"fashion_mnist-{model}-backprop.toml")
+    for key in ("epochs", "milestones", "batch_size", "learning_rate", "dropout", "augment"):
+        assert getattr(recipe, key) == getattr(backprop, key), key
+    assert recipe.paper_test_error is None
+    # The rule and its options build.
+    rule = rules.get(recipe.rule, **(recipe.rule_options or {}), beta=recipe.beta)
+    assert recipe.rule_label().startswith(rule.name)
 
 
 def test_unknown_key_is_named(tmp_path):
