@@ -66,21 +66,27 @@ def prediction_loss(logits, labels):
     )
 
 
-def feedback_alignment_matmul(x, kernel, feedback):
-    """`x @ kernel` whose input gradient goes through `feedback` instead.
+def feedback_alignment(apply, x, kernel, feedback):
+    """`apply(x, kernel)` whose input gradient goes through `feedback` instead.
 
-    The value is `x @ kernel`; the gradient sent to `x` is `g @ feedback^T`
-    (a fixed random matrix: feedback alignment, Lillicrap et al. 2016), and
-    `kernel` receives its true gradient `x^T g`. No custom gradient is
-    needed, so it works on every backend:
-    `sg(x) @ kernel + (x @ feedback - sg(x @ feedback))`.
+    `apply` is linear in both arguments (a matmul, a convolution). The value
+    is `apply(x, kernel)`; `x` receives the gradient `apply` would send it
+    with `feedback` in place of `kernel` (a fixed random matrix or filters:
+    feedback alignment, Lillicrap et al. 2016), and `kernel` its true
+    gradient. No custom gradient is needed, so it works on every backend:
+    `apply(sg(x), kernel) + apply(x, feedback) - sg(apply(x, feedback))`.
     """
-    through_feedback = ops.matmul(x, feedback)
+    through_feedback = apply(x, feedback)
     return (
-        ops.matmul(ops.stop_gradient(x), kernel)
+        apply(ops.stop_gradient(x), kernel)
         + through_feedback
         - ops.stop_gradient(through_feedback)
     )
+
+
+def feedback_alignment_matmul(x, kernel, feedback):
+    """`x @ kernel` sending `g @ feedback^T` to `x` and `x^T g` to `kernel`."""
+    return feedback_alignment(ops.matmul, x, kernel, feedback)
 
 
 def gradient_surrogate(x, gradient):

@@ -1,9 +1,10 @@
 import keras
 from keras import ops
 
+from keras_local.layers.initializers import bias_initializer
 from keras_local.layers.initializers import kernel_initializer
 from keras_local.layers.initializers import serialize_initializer
-from keras_local.layers.initializers import torch_bias_initializer
+from keras_local.ops import feedback_alignment
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
@@ -16,8 +17,8 @@ class FeedbackAlignmentConv2D(keras.layers.Layer):
     kernel's shape, drawn once, never trained, saved with the model) instead
     of with `kernel`: feedback alignment for convolutions, as Mostafa et al.
     (2018) use it ("fixed random filters that we convolve with the errors").
-    Written as `conv(sg(x), K) + conv(x, B) - sg(conv(x, B))`, which needs no
-    custom gradient on any backend.
+    Written with `keras_local.ops.feedback_alignment`, which needs no custom
+    gradient on any backend.
 
     Args:
         filters: output channels.
@@ -67,11 +68,7 @@ class FeedbackAlignmentConv2D(keras.layers.Layer):
         self.bias = None
         if self.use_bias:
             fan_in = self.kernel_size[0] * self.kernel_size[1] * input_shape[-1]
-            bias_init = (
-                torch_bias_initializer(fan_in)
-                if self.bias_initializer == "torch"
-                else keras.initializers.get(self.bias_initializer)
-            )
+            bias_init = bias_initializer(self.bias_initializer, fan_in)
             self.bias = self.add_weight(shape=(self.filters,), initializer=bias_init, name="bias")
         self.feedback_kernel = self.add_weight(
             shape=shape,
@@ -84,12 +81,7 @@ class FeedbackAlignmentConv2D(keras.layers.Layer):
         return ops.conv(x, kernel, strides=self.strides, padding=self.padding)
 
     def call(self, inputs):
-        through_feedback = self._conv(inputs, self.feedback_kernel)
-        x = (
-            self._conv(ops.stop_gradient(inputs), self.kernel)
-            + through_feedback
-            - ops.stop_gradient(through_feedback)
-        )
+        x = feedback_alignment(self._conv, inputs, self.kernel, self.feedback_kernel)
         if self.bias is not None:
             x = x + self.bias
         return x

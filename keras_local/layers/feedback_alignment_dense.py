@@ -1,8 +1,8 @@
 import keras
 
+from keras_local.layers.initializers import bias_initializer
 from keras_local.layers.initializers import kernel_initializer
 from keras_local.layers.initializers import serialize_initializer
-from keras_local.layers.initializers import torch_bias_initializer
 from keras_local.ops import feedback_alignment_matmul
 
 
@@ -59,11 +59,7 @@ class FeedbackAlignmentDense(keras.layers.Layer):
         )
         self.bias = None
         if self.use_bias:
-            bias_init = (
-                torch_bias_initializer(fan_in)
-                if self.bias_initializer == "torch"
-                else keras.initializers.get(self.bias_initializer)
-            )
+            bias_init = bias_initializer(self.bias_initializer, fan_in)
             self.bias = self.add_weight(shape=(self.units,), initializer=bias_init, name="bias")
         self.feedback_kernel = self.add_weight(
             shape=shape,

@@ -30,6 +30,14 @@ def kernel_initializer(name):
     return keras.initializers.get(name)
 
 
+def bias_initializer(name, fan_in):
+    """Resolves `"torch"` (PyTorch default for this fan-in) or any Keras
+    initializer."""
+    if name == "torch":
+        return torch_bias_initializer(fan_in)
+    return keras.initializers.get(name)
+
+
 def serialize_initializer(initializer):
     """A name stays a name; an initializer object becomes its config."""
     if isinstance(initializer, str):

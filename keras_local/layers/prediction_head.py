@@ -6,8 +6,8 @@ from keras import ops
 from keras_local.layers.decoder_pooling import DecoderPooling
 from keras_local.layers.decoder_pooling import decoder_pooling  # noqa: F401 (re-export)
 from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
+from keras_local.layers.initializers import bias_initializer
 from keras_local.layers.initializers import kernel_initializer
-from keras_local.layers.initializers import torch_bias_initializer
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
@@ -69,16 +69,12 @@ class PredictionHead(keras.layers.Layer):
     def build(self, input_shape):
         self.pooling.build(input_shape)
         self.decoder_input_dim = math.prod(self.pooling.compute_output_shape(input_shape)[1:])
-        bias_initializer = (
-            torch_bias_initializer(self.decoder_input_dim)
-            if self.bias_initializer == "torch"
-            else keras.initializers.get(self.bias_initializer)
-        )
+        bias_init = bias_initializer(self.bias_initializer, self.decoder_input_dim)
         dense = FeedbackAlignmentDense if self.feedback == "random" else keras.layers.Dense
         self.dense = dense(
             self.num_classes,
             kernel_initializer=kernel_initializer(self.kernel_initializer),
-            bias_initializer=bias_initializer,
+            bias_initializer=bias_init,
             name="dense",
         )
         self.dense.build((None, self.decoder_input_dim))

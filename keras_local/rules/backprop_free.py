@@ -12,6 +12,8 @@ zero-initialised classifier, `P` with PyTorch's default initialisation, the
 pooling of the pred head also before the similarity.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -71,10 +73,7 @@ class BackpropFreeHeads(WeightedLossParts):
         self.pooling.build(features_shape)
         pooled = self.pooling.compute_output_shape(features_shape)
         if self.decoder is not None:
-            width = 1
-            for size in pooled[1:]:
-                width *= size
-            self.decoder.build((None, width))
+            self.decoder.build((None, math.prod(pooled[1:])))
         # PyTorch's default for a Linear(num_classes -> target_dim): U(+-1/sqrt(K)).
         self.projection = self.add_weight(
             shape=(self.num_classes, self.target_dim),

@@ -11,6 +11,8 @@ random matrices instead of the transposed forward weights.
   gradient crosses a block boundary.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -63,9 +65,7 @@ class DirectFeedback(LocalObjective):
 
     def build(self, features_shape, outputs_shape=None, labels_shape=None):
         shape = outputs_shape if outputs_shape is not None else features_shape
-        width = 1
-        for size in shape[1:]:
-            width *= size
+        width = math.prod(shape[1:])
         # PyTorch's default for a Linear(num_classes -> width): U(+-1/sqrt(K)).
         self.feedback_matrix = self.add_weight(
             shape=(self.num_classes, width),
