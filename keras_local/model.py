@@ -43,6 +43,11 @@ class LocalModel(BackendSteps, keras.Model):
         augmentation: a layer applied to the inputs in training steps only.
         input_shape: the shape of one example, without the batch axis; if
             `None` the model is built from the first batch it sees.
+        groups: how the builder groups consecutive blocks (the number of
+            blocks in each group, e.g. a ResNet's stem and stages); `None`
+            makes every block its own group. Rules that train groups
+            (`Rule.trains_groups`, associated learning) give each group one
+            objective, on its last block.
 
     Example:
 
@@ -61,6 +66,7 @@ class LocalModel(BackendSteps, keras.Model):
         rule="predsim",
         augmentation=None,
         input_shape=None,
+        groups=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -71,18 +77,31 @@ class LocalModel(BackendSteps, keras.Model):
         self.rule = rules_lib.get(rule)
         self.num_classes = num_classes
         self.hidden_blocks = list(blocks)
+        self.groups = _check_groups(groups, len(self.hidden_blocks))
         for block in self.hidden_blocks:
             self.rule.prepare_block(block)
-        self.objectives = [
-            self.rule.make_objective(block, num_classes) for block in self.hidden_blocks
-        ]
-        self.classifier = PredictionHead(
-            num_classes,
-            dim_in_decoder=None,
-            kernel_initializer=self.rule.output_kernel_initializer,
-            feedback=self.rule.output_feedback,
-            name="classifier",
+        objectives = [None] * len(self.hidden_blocks)
+        unit_objectives = self.rule.make_objectives(
+            [self.hidden_blocks[unit[-1]] for unit in self.units()], num_classes
         )
+        for unit, objective in zip(self.units(), unit_objectives):
+            objectives[unit[-1]] = objective
+        # Assigned whole: Keras tracks the layers of a list set as an attribute.
+        self.objectives = objectives
+        self.classifier = None
+        if self.rule.has_output_layer:
+            self.classifier = PredictionHead(
+                num_classes,
+                dim_in_decoder=None,
+                kernel_initializer=self.rule.output_kernel_initializer,
+                feedback=self.rule.output_feedback,
+                name="classifier",
+            )
+        elif self.objectives[-1] is None or not self.objectives[-1].has_classifier:
+            raise ValueError(
+                f"Rule {self.rule.name!r} has no output layer, so its last "
+                "objective must have a classifier."
+            )
         self.augmentation = augmentation
         self._make_metrics()
         if input_shape is not None:
@@ -97,41 +116,77 @@ class LocalModel(BackendSteps, keras.Model):
             features, x = block(x)
             if objective is not None:
                 objective.build(features.shape, x.shape)
-        self.classifier(x)
+        if self.classifier is not None:
+            self.classifier(x)
         self._input_shape_checked = tuple(input_shape)
         self.built = True
 
     def call(self, inputs, training=None):
         x = inputs
         for block in self.hidden_blocks:
-            _, x = block(x, training=training)
+            features, x = block(x, training=training)
+        if self.classifier is None:
+            return self.objectives[-1].predict(features, x)
         return self.classifier(x)
 
     # ---------------------------------------------------------------- stages
     @property
     def num_stages(self):
-        """The hidden blocks, then the output layer."""
-        return len(self.hidden_blocks) + 1
+        """The hidden blocks, then the output layer (if the rule has one)."""
+        return len(self.hidden_blocks) + (self.classifier is not None)
+
+    def units(self):
+        """The rule's units, as lists of block indices: the builder's groups
+        for rules that train groups, otherwise every block on its own."""
+        if not self.rule.trains_groups:
+            return [[index] for index in range(len(self.hidden_blocks))]
+        units, start = [], 0
+        for size in self.groups:
+            units.append(list(range(start, start + size)))
+            start += size
+        return units
 
     def segments(self):
         """Groups of stages that share one gradient computation.
 
-        Every stage on its own for rules that detach blocks; one group of all
-        stages for rules that do not (backprop).
+        Every unit (a block, or a group of blocks for rules that train
+        groups) and the output layer on their own for rules that detach
+        blocks; one group of all stages for rules that do not (backprop).
         """
-        stages = list(range(self.num_stages))
-        if self.rule.detach_blocks:
-            return [[stage] for stage in stages]
-        return [stages]
+        if not self.rule.detach_blocks:
+            return [list(range(self.num_stages))]
+        segments = self.units()
+        if self.classifier is not None:
+            segments.append([len(self.hidden_blocks)])
+        return segments
 
     def stage_variables(self, stage):
         """Trainable variables of a stage: a block and its heads, or the
-        output layer."""
+        output layer. An objective may use another block's heads (associated
+        learning decodes through the lower ones); see `segment_variables`."""
         if stage == len(self.hidden_blocks):
             return list(self.classifier.trainable_variables)
         variables = list(self.hidden_blocks[stage].trainable_variables)
         if self.objectives[stage] is not None:
             variables += self.objectives[stage].trainable_variables
+        return variables
+
+    def segment_variables(self, segment):
+        """The trainable variables a segment's loss trains: those of its
+        stages that no earlier segment owns (a variable shared by several
+        objectives belongs to the first)."""
+        owner = {}
+        for index, other in enumerate(self.segments()):
+            for stage in other:
+                for variable in self.stage_variables(stage):
+                    owner.setdefault(id(variable), index)
+        index = self.segments().index(list(segment))
+        seen, variables = set(), []
+        for stage in segment:
+            for variable in self.stage_variables(stage):
+                if owner[id(variable)] == index and id(variable) not in seen:
+                    seen.add(id(variable))
+                    variables.append(variable)
         return variables
 
     def run_stage(self, stage, inputs, labels, training=False):
@@ -188,13 +243,18 @@ class LocalModel(BackendSteps, keras.Model):
         block's term to its loss in `results`. Nothing for other rules."""
         if not self.rule.top_down:
             return
-        signal = self.rule.output_signal(results[-1]["logits"], labels)
+        signal = self.rule.output_signal(self.output_result(results)["logits"], labels)
         for stage in reversed(range(len(self.hidden_blocks))):
             objective = self.objectives[stage]
             if objective is None:
                 continue
             term, signal = objective.top_down(results[stage], signal)
             results[stage]["loss"] = results[stage]["loss"] + term
+
+    def output_result(self, results):
+        """The result holding the network's prediction: the output layer's,
+        or the last block's for rules without an output layer."""
+        return results[-1]
 
     def segment_losses(self, results):
         """The loss of every segment: the sum of its stages' losses."""
@@ -210,6 +270,15 @@ class LocalModel(BackendSteps, keras.Model):
 
     # ---------------------------------------------------------------- metrics
     def _make_metrics(self):
+        # Logged first, after `loss`: the output accuracy and loss.
+        self._output_metrics = {
+            "losses": (
+                {"output_loss": keras.metrics.Mean(name="output_loss")}
+                if self.classifier is not None
+                else {}
+            ),
+            "accuracy": keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        }
         self._stage_metrics = []
         for index, objective in enumerate(self.objectives, start=1):
             metrics = {"losses": {}, "accuracy": None}
@@ -223,21 +292,14 @@ class LocalModel(BackendSteps, keras.Model):
                         name=f"block{index}_pred_accuracy"
                     )
             self._stage_metrics.append(metrics)
-        self._stage_metrics.append(
-            {
-                "losses": {"output_loss": keras.metrics.Mean(name="output_loss")},
-                "accuracy": keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            }
-        )
-        # Logged first, after `loss`: the output accuracy and loss.
-        self._stage_metrics = self._stage_metrics[-1:] + self._stage_metrics[:-1]
 
     def update_metrics(self, total, results, labels):
         """Updates every tracker from a step's results; returns the logs."""
         batch_size = ops.shape(labels)[0]
         self._loss_tracker.update_state(total, sample_weight=batch_size)
-        ordered = results[-1:] + results[:-1]
-        for metrics, result in zip(self._stage_metrics, ordered):
+        pairs = [(self._output_metrics, self.output_result(results))]
+        pairs += list(zip(self._stage_metrics, results))
+        for metrics, result in pairs:
             for key, tracker in metrics["losses"].items():
                 tracker.update_state(result[key], sample_weight=batch_size)
             if metrics["accuracy"] is not None:
@@ -321,8 +383,15 @@ class LocalModel(BackendSteps, keras.Model):
     def count_inference_params(self):
         """Trainable parameters of the network without its local heads (the
         "#params" of the papers' tables)."""
-        layers = [*self.hidden_blocks, self.classifier]
-        return sum(math.prod(v.shape) for layer in layers for v in layer.trainable_weights)
+        if self.classifier is None:
+            exit_objective = self.objectives[-1]
+            weights = exit_objective.trainable_weights + exit_objective.exit_weights()
+        else:
+            weights = self.classifier.trainable_weights
+        for block in self.hidden_blocks:
+            weights = weights + block.trainable_weights
+        unique = {id(w): w for w in weights}.values()
+        return sum(math.prod(w.shape) for w in unique)
 
     # --------------------------------------------------------- serialisation
     def get_config(self):
@@ -332,6 +401,7 @@ class LocalModel(BackendSteps, keras.Model):
             "blocks": [keras.saving.serialize_keras_object(b) for b in self.hidden_blocks],
             "num_classes": self.num_classes,
             "rule": rules_lib.serialize(self.rule),
+            "groups": self.groups,
             "augmentation": (
                 None
                 if self.augmentation is None
@@ -350,6 +420,22 @@ class LocalModel(BackendSteps, keras.Model):
                 config["augmentation"]
             )
         return cls(**config)
+
+
+def _check_groups(groups, num_blocks):
+    """`groups` as a list of positive ints summing to `num_blocks` (one group
+    per block when `None`)."""
+    if groups is None:
+        return [1] * num_blocks
+    groups = list(groups)
+    if any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in groups) or (
+        sum(groups) != num_blocks
+    ):
+        raise ValueError(
+            f"groups must be positive block counts that sum to the {num_blocks} "
+            f"blocks; got {groups!r}."
+        )
+    return groups
 
 
 def _first_batch(x, y):

@@ -87,18 +87,29 @@ class BackpropFreeHeads(WeightedLossParts):
         """The binary code of every class, `(num_classes, target_dim)`."""
         return ops.cast(self.projection > 0, self.projection.dtype)
 
+    def _bits(self, pooled):
+        return self.decoder(ops.reshape(pooled, (ops.shape(pooled)[0], -1)))
+
+    def _decode(self, bits):
+        return ops.matmul(bits, ops.transpose(self.class_codes()))
+
+    def predict(self, features, outputs):
+        if self.decoder is None:
+            return super().predict(features, outputs)
+        return self._decode(self._bits(self.pooling(features)))
+
     def call(self, features, outputs, labels, training=None):
         pooled = self.pooling(features)
         codes = ops.take(self.projection, ops.cast(labels, "int32"), axis=0)
         result = {}
         loss = 0.0
         if self.decoder is not None:
-            bits = self.decoder(ops.reshape(pooled, (ops.shape(pooled)[0], -1)))
+            bits = self._bits(pooled)
             targets = ops.cast(codes > 0, bits.dtype)
             result["pred_loss"] = ops.mean(
                 ops.binary_crossentropy(targets, bits, from_logits=True)
             )
-            result["logits"] = ops.matmul(bits, ops.transpose(self.class_codes()))
+            result["logits"] = self._decode(bits)
             loss = loss + self.pred_weight * result["pred_loss"]
         if self.sim_weight is not None:
             target = ops.stop_gradient(similarity_matrix(codes))

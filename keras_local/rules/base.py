@@ -27,6 +27,18 @@ class LocalObjective(keras.layers.Layer):
     def build(self, features_shape, outputs_shape=None, labels_shape=None):
         self.built = True
 
+    def predict(self, features, outputs):
+        """The block's class scores (logits) without labels: its exit, for
+        objectives with `has_classifier`. `call` reports the same values as
+        `"logits"` in training and evaluation."""
+        raise NotImplementedError(f"{type(self).__name__} has no classifier.")
+
+    def exit_weights(self):
+        """The weights `predict` uses beyond this objective's own (a rule
+        whose exits decode through other blocks' heads lists them), for
+        counting an exit's parameters."""
+        return []
+
     def top_down(self, result, signal):
         """For rules with a top-down pass (`Rule.top_down`): receives this
         block's `call` result and the error signal from above (from the output
@@ -59,6 +71,15 @@ class Rule:
         top_down: after the forward pass, the model sends `output_signal`
             down through the blocks' objectives (`LocalObjective.top_down`),
             last block first: direct feedback alignment, target propagation.
+        trains_groups: the rule's unit is a *group* of consecutive blocks,
+            as the model builder groups them (VGG's stages, a ResNet's stem
+            and stages): only the last block of a group gets an objective,
+            and gradients are stopped only between groups (associated
+            learning's components).
+        has_output_layer: `False` when the rule makes its prediction from the
+            last objective (`LocalObjective.predict`) instead of an output
+            layer on the last block (associated learning decodes through
+            its label autoencoders).
     """
 
     name = None
@@ -67,6 +88,8 @@ class Rule:
     output_kernel_initializer = "zeros"
     output_feedback = None
     top_down = False
+    trains_groups = False
+    has_output_layer = True
 
     def prepare_block(self, block):
         """Configures a hidden block before it is built (e.g. feedback
@@ -75,6 +98,14 @@ class Rule:
     def make_objective(self, block, num_classes):
         """Returns the `LocalObjective` for `block`, or `None`."""
         return None
+
+    def make_objectives(self, blocks, num_classes):
+        """The objectives of the rule's units, given each unit's last block
+        (every block, or each group's last block for `trains_groups`), in
+        order. By default `make_objective` per block; a rule whose
+        objectives refer to each other (e.g. chained label encoders)
+        overrides this."""
+        return [self.make_objective(block, num_classes) for block in blocks]
 
     def output_signal(self, logits, labels):
         """For rules with `top_down = True`: the error signal the output

@@ -89,11 +89,16 @@ class LocalLossHeads(WeightedLossParts):
                 head.build(features_shape)
         self.built = True
 
+    def predict(self, features, outputs):
+        if self.prediction_head is None:
+            return super().predict(features, outputs)
+        return self.prediction_head(features)
+
     def call(self, features, outputs, labels, training=None):
         result = {}
         loss = 0.0
         if self.prediction_head is not None:
-            logits = self.prediction_head(features)
+            logits = self.predict(features, outputs)
             result["logits"] = logits
             result["pred_loss"] = prediction_loss(logits, labels)
             loss = loss + self.pred_weight * result["pred_loss"]

@@ -104,14 +104,15 @@ class RandomClassifierHead(LocalObjective):
                 )
         self.built = True
 
-    def call(self, features, outputs, labels, training=None):
+    def predict(self, features, outputs):
+        # Its value is `flat @ M` for every feedback; only the gradient differs.
         flat = ops.reshape(outputs, (ops.shape(outputs)[0], -1))
         if self.feedback_matrix is None:
-            logits = ops.matmul(flat, self.classifier_matrix)
-        else:
-            logits = feedback_alignment_matmul(
-                flat, self.classifier_matrix, self.feedback_matrix
-            )
+            return ops.matmul(flat, self.classifier_matrix)
+        return feedback_alignment_matmul(flat, self.classifier_matrix, self.feedback_matrix)
+
+    def call(self, features, outputs, labels, training=None):
+        logits = self.predict(features, outputs)
         pred_loss = prediction_loss(logits, labels)
         return {"loss": pred_loss, "pred_loss": pred_loss, "logits": logits}
 

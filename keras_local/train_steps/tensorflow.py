@@ -30,9 +30,6 @@ class TensorFlowSteps:
         ]
         return grads, total, results
 
-    def _segment_variables(self, segment):
-        return [v for stage in segment for v in self.stage_variables(stage)]
-
     def _gradients_block_by_block(self, x, labels, training):
         # Each tape is released before the next block runs, so only one
         # block's activations are held for its backward pass at a time.
@@ -40,7 +37,7 @@ class TensorFlowSteps:
         for segment in self.segments():
             with tf.GradientTape() as tape:
                 x, segment_results, loss = self.run_segment(segment, x, labels, training)
-            variables = self._segment_variables(segment)
+            variables = self.segment_variables(segment)
             for variable, gradient in zip(variables, tape.gradient(loss, variables)):
                 gradients[id(variable)] = gradient
             results += segment_results
@@ -53,7 +50,7 @@ class TensorFlowSteps:
         # forward and top-down pass. Each tape watches only its own segment's
         # variables, so it still differentiates just that segment's loss.
         segments = self.segments()
-        variables = [self._segment_variables(segment) for segment in segments]
+        variables = [self.segment_variables(segment) for segment in segments]
         with contextlib.ExitStack() as stack:
             tapes = []
             for segment_variables in variables:
