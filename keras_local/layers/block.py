@@ -3,6 +3,7 @@ import keras
 from keras_local.layers.activations import get_activation
 from keras_local.layers.feedback_alignment_conv2d import FeedbackAlignmentConv2D
 from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
+from keras_local.layers.perturbative_conv2d import PerturbativeConv2D
 
 
 class Block(keras.layers.Layer):
@@ -23,19 +24,36 @@ class Block(keras.layers.Layer):
     Rules that need it (`feedback-alignment`) set it before the block is
     built; subclasses make their layer with `_dense_layer`/`_conv_layer`,
     which honour it.
+
+    `conv` says what `_conv_layer` makes: `"standard"`, a learned kxk
+    convolution; `"perturbative"`, a `PerturbativeConv2D` (fixed noise
+    masks and a learned 1x1 mixing, downsampling by max-pooling) in its
+    place. With `feedback="random"` the perturbative layer's 1x1 mixing is
+    itself a feedback-alignment convolution. Blocks without convolutions
+    (`DenseBlock`) refuse `"perturbative"` when they are built.
     """
 
     FEEDBACKS = (None, "random")
+    CONVS = ("standard", "perturbative")
 
     def __init__(
-        self, activation="relu", dropout=0.0, batch_norm=True, feedback=None, **kwargs
+        self,
+        activation="relu",
+        dropout=0.0,
+        batch_norm=True,
+        feedback=None,
+        conv="standard",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
         if feedback not in self.FEEDBACKS:
             raise ValueError(f"feedback must be one of {self.FEEDBACKS}, got {feedback!r}.")
+        if conv not in self.CONVS:
+            raise ValueError(f"conv must be one of {self.CONVS}, got {conv!r}.")
         self.feedback = feedback
+        self.conv = conv
         self.activation = activation
         self.dropout = dropout
         self.batch_norm = batch_norm
@@ -46,12 +64,27 @@ class Block(keras.layers.Layer):
 
     def _dense_layer(self, units, **kwargs):
         """A `Dense`, or a `FeedbackAlignmentDense` when `feedback="random"`."""
+        if self.conv != "standard":
+            raise ValueError(
+                f"{self.name} ({type(self).__name__}) has no convolution; "
+                f"conv={self.conv!r} applies to convolutional blocks (ConvBlock)."
+            )
         if self.feedback == "random":
             return FeedbackAlignmentDense(units, **kwargs)
         return keras.layers.Dense(units, **kwargs)
 
     def _conv_layer(self, filters, kernel_size, **kwargs):
-        """A `Conv2D`, or a `FeedbackAlignmentConv2D` when `feedback="random"`."""
+        """A `Conv2D`, or a `FeedbackAlignmentConv2D` when `feedback="random"`.
+
+        With `conv="perturbative"`, a `PerturbativeConv2D(filters,
+        strides=...)` instead: `kernel_size` and `padding` do not apply (it
+        keeps the map size, or pools it by `strides`), and its 1x1 mixing
+        uses `feedback`. Its initialisers default to PyTorch's for its own
+        fan-in (`C_in * nmasks`); pass them only to override that.
+        """
+        if self.conv == "perturbative":
+            kwargs.pop("padding", None)
+            return PerturbativeConv2D(filters, feedback=self.feedback, **kwargs)
         if self.feedback == "random":
             return FeedbackAlignmentConv2D(filters, kernel_size, **kwargs)
         return keras.layers.Conv2D(filters, kernel_size, **kwargs)
@@ -90,4 +123,5 @@ class Block(keras.layers.Layer):
             "dropout": self.dropout,
             "batch_norm": self.batch_norm,
             "feedback": self.feedback,
+            "conv": self.conv,
         }

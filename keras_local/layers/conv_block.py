@@ -44,6 +44,13 @@ class ConvBlock(Block):
             which pads one pixel on every side. Padded cells never win the max.
         batch_norm: whether to normalise before the activation.
         feedback: `None` or `"random"` (feedback alignment; see `Block`).
+        conv: `"standard"` (a learned `kernel_size` convolution) or
+            `"perturbative"`: a `PerturbativeConv2D` in its place (one fixed
+            U(-0.1, 0.1) noise mask per input channel and pixel, ReLU, a
+            learned 1x1 mixing; `kernel_size` is then ignored and `strides`
+            max-pools, giving the same output size as the padded
+            convolution). The input's spatial size must be known when the
+            block is built.
         large_input_stem: use a 7x7 stride-2 convolution instead when the input
             is larger than 64 px (the first block of the paper's STL-10 VGG).
 
@@ -57,6 +64,9 @@ class ConvBlock(Block):
     ...                   pool_padding="same")
     >>> block.compute_output_shape((2, 32, 32, 3))[1]
     (2, 16, 16, 96)
+    >>> block = ConvBlock(64, strides=2, conv="perturbative")
+    >>> block.compute_output_shape((2, 32, 32, 3))[0]
+    (2, 16, 16, 64)
     """
 
     def __init__(
@@ -122,6 +132,10 @@ class ConvBlock(Block):
 
     def _make_kernel(self, input_shape):
         kernel_size, strides = self._kernel_geometry(input_shape)
+        if self.conv == "perturbative":
+            # No padding (the map keeps its size, or is pooled by `strides`)
+            # and PyTorch's initialisers for the 1x1 mixing's own fan-in.
+            return self._conv_layer(self.filters, kernel_size, strides=strides, name="conv")
         fan_in = kernel_size * kernel_size * input_shape[-1]
         # 'same' equals PyTorch's symmetric padding for odd kernels at stride
         # 1, without a copy; otherwise pad explicitly as PyTorch does.
@@ -157,7 +171,11 @@ class ConvBlock(Block):
         pad = kernel_size // 2
 
         def conv(size):
-            return None if size is None else (size + 2 * pad - kernel_size) // strides + 1
+            if size is None:
+                return None
+            if self.conv == "perturbative":
+                return -(-size // strides)
+            return (size + 2 * pad - kernel_size) // strides + 1
 
         def pool(size):
             if size is None or self.pool_size is None:
