@@ -7,9 +7,11 @@ from keras_local.layers.decoder_pooling import DecoderPooling
 from keras_local.layers.dense_block import DenseBlock
 from keras_local.layers.feedback_alignment_conv2d import FeedbackAlignmentConv2D
 from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
+from keras_local.layers.perturbative_conv2d import PerturbativeConv2D
 from keras_local.layers.prediction_head import PredictionHead
 from keras_local.layers.decoder_pooling import decoder_pooling
 from keras_local.layers.random_jitter import RandomJitter
+from keras_local.layers.scaled_dense import ScaledDense
 from keras_local.layers.similarity_head import SimilarityHead
 
 __all__ = [
@@ -20,8 +22,10 @@ __all__ = [
     "DenseBlock",
     "FeedbackAlignmentConv2D",
     "FeedbackAlignmentDense",
+    "PerturbativeConv2D",
     "PredictionHead",
     "RandomJitter",
+    "ScaledDense",
     "SimilarityHead",
     "decoder_pooling",
 ]

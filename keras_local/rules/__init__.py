@@ -2,7 +2,7 @@
 
 >>> from keras_local import rules
 >>> rules.names()  # doctest: +NORMALIZE_WHITESPACE
-['backprop', 'direct-feedback-alignment', 'feedback-alignment', 'pred',
+['associated', 'backprop', 'direct-feedback-alignment', 'feedback-alignment', 'pred',
  'pred-bpf', 'predsim', 'predsim-bpf', 'random-classifier', 'sim', 'sim-bpf']
 >>> rules.get("predsim", beta=0.9)
 PredSim(beta=0.9, dim_in_decoder=4096)
@@ -10,6 +10,8 @@ PredSim(beta=0.9, dim_in_decoder=4096)
 
 import inspect
 
+from keras_local.rules.associated import Associated
+from keras_local.rules.associated import AssociatedComponent
 from keras_local.rules.backprop import Backprop
 from keras_local.rules.backprop_free import BackpropFreeHeads
 from keras_local.rules.backprop_free import PredBPF
@@ -111,10 +113,13 @@ for _rule_class in (
     RandomClassifier,
     FeedbackAlignment,
     DirectFeedbackAlignment,
+    Associated,
 ):
     register(_rule_class)
 
 __all__ = [
+    "Associated",
+    "AssociatedComponent",
     "Backprop",
     "BackpropFreeHeads",
     "DirectFeedback",
