@@ -382,10 +382,10 @@ class LocalModel(BackendSteps, keras.Model):
     # ------------------------------------------------------------ inspection
     def count_inference_params(self):
         """Trainable parameters of the network without its local heads (the
-        "#params" of the papers' tables)."""
+        "#params" of the papers' tables): the blocks and the output layer, or,
+        for rules without one, the weights the last objective's exit uses."""
         if self.classifier is None:
-            exit_objective = self.objectives[-1]
-            weights = exit_objective.trainable_weights + exit_objective.exit_weights()
+            weights = self.objectives[-1].exit_weights()
         else:
             weights = self.classifier.trainable_weights
         for block in self.hidden_blocks:

@@ -34,10 +34,9 @@ class LocalObjective(keras.layers.Layer):
         raise NotImplementedError(f"{type(self).__name__} has no classifier.")
 
     def exit_weights(self):
-        """The weights `predict` uses beyond this objective's own (a rule
-        whose exits decode through other blocks' heads lists them), for
-        counting an exit's parameters."""
-        return []
+        """The trainable weights `predict` uses (for counting the parameters
+        of the network that predicts); all of this objective's by default."""
+        return list(self.trainable_weights)
 
     def top_down(self, result, signal):
         """For rules with a top-down pass (`Rule.top_down`): receives this
