@@ -250,7 +250,9 @@ def train(
     # ValueError naming the ones it does).
     rule_object = rules_lib.get(rule, **rule_options)
     network = builder(
-        rule=rule_object,
+        # Name and given options, so the builder's architecture defaults
+        # (e.g. al_mlp's 1024-unit code) fill in what the user did not set.
+        rule={"name": rule_object.name, "config": dict(rule_options)},
         num_classes=info.num_classes,
         input_shape=info.input_shape,
         width=width,

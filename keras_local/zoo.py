@@ -11,7 +11,21 @@ per-data-set recipes of the paper live in the top-level `zoo/` folder.
 
 `mostafa_mlp`, `mostafa_cnn5` and `mostafa_cnn10` are the three networks of
 Mostafa, Ramesh & Cauwenberghs (2018), "Deep supervised learning using local
-errors", built with the same blocks and compiled the same way.
+errors"; `resnet20`, `resnet32` (He et al. 2016), `resnet18` and `presnet18`
+the residual networks of the associated-learning and rec-LRA papers;
+`al_mlp` and `al_cnn` the MNIST networks of Kao & Chen (2021); `lra_mlp` the
+MLP of Ororbia et al. (2023). All are built with the same blocks and
+compiled the same way.
+
+Builders describe layers only, with no code per rule, and take the same
+keywords. Two things a rule may use:
+
+- `groups`: how consecutive blocks form the components of rules that train
+  groups (`Rule.trains_groups`, associated learning): a ResNet's stem and
+  stages, a VGG's stages, one block each in an MLP.
+- architecture defaults of rule parameters (e.g. the associated-learning
+  code width of each network): applied only to a rule given by name that
+  takes the parameter (`_get_rule`); a `Rule` instance keeps its own.
 """
 
 import keras
@@ -19,6 +33,7 @@ import keras
 from keras_local import rules as rules_lib
 from keras_local.layers import ConvBlock
 from keras_local.layers import DenseBlock
+from keras_local.layers import ResidualBlock
 from keras_local.model import LocalModel
 
 #: The VGG variants of Nøkland & Eidnes (2019): conv channels, "M" = 2x2 max-pool.
@@ -33,18 +48,77 @@ MOSTAFA_CNN10_CONFIG = (
     64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M",
 )
 
+#: How `vgg8b` and `vgg11b` group their conv blocks into the components of
+#: rules that train groups (each dense block is a group of its own). VGG8B
+#: is the authors' VGG_AL (Kao & Chen): conv128+conv256+pool,
+#: conv256+conv512+pool, conv512+pool+conv512+pool, then the dense block.
+#: VGG11B is split the same way: its conv stages up to the first two pools,
+#: then the last two pooled stages together.
+VGG_CONV_GROUPS = {"vgg8b": (2, 2, 2), "vgg11b": (4, 2, 3)}
+
 #: The default of the Mostafa builders: local errors from fixed random
 #: classifiers, the paper's rule.
 MOSTAFA_RULE = "random-classifier"
 
+#: The default of `al_mlp` and `al_cnn`: the paper's rule.
+AL_RULE = "associated"
 
-def _finish(blocks, *, rule, num_classes, input_shape, learning_rate, augmentation, name):
+#: The default of `lra_mlp`: the paper's rule.
+LRA_RULE = "rec-lra"
+
+#: The associated-learning code width (`code_units`, the authors'
+#: `neuron_num`) of the VGGs and ResNets, in the authors' code.
+AL_CODE_UNITS = 300
+
+#: The hidden layer of an associated-learning bridge is this many times the
+#: code width (the authors' code and the `associated` rule's default).
+AL_BRIDGE_MULTIPLIER = 5
+
+
+def _get_rule(rule, beta=None, dim_in_decoder=None, **architecture_defaults):
+    """The builder's rule: `rules.get(rule, beta=, dim_in_decoder=)`, plus
+    the architecture's defaults of rule parameters.
+
+    `architecture_defaults` (e.g. `code_units=1024`) are the values this
+    network's paper uses for parameters of some rules. Each applies only
+    when `rule` is a registered name (or a `{"name", "config"}` dict, as the
+    CLI passes its rule options) whose rule takes that parameter and the
+    caller did not give it, so `al_mlp(rule="associated")` gets a 1024-unit
+    code and `al_mlp(rule="backprop")` is unaffected. A `Rule` instance
+    keeps its own values.
+
+    >>> _get_rule("associated", code_units=1024).code_units
+    1024
+    >>> _get_rule("backprop", code_units=1024)
+    Backprop()
+    """
+    overrides = {"beta": beta, "dim_in_decoder": dim_in_decoder}
+    name, given = rule, {}
+    if isinstance(rule, dict):
+        name, given = rule.get("name"), rule.get("config", {})
+    if isinstance(name, str) and name in rules_lib.names():
+        accepted = rules_lib.parameters(name)
+        for key, value in architecture_defaults.items():
+            if key in accepted and key not in given and overrides.get(key) is None:
+                overrides[key] = value
+    return rules_lib.get(rule, **overrides)
+
+
+def _scaled(filters, width):
+    """`filters * width` channels, at least one."""
+    return max(1, int(filters * width))
+
+
+def _finish(
+    blocks, *, rule, num_classes, input_shape, learning_rate, augmentation, name, groups=None
+):
     model = LocalModel(
         blocks,
         num_classes=num_classes,
         rule=rule,
         augmentation=augmentation,
         input_shape=input_shape,
+        groups=groups,
         name=name,
     )
     # XLA on every backend: on TensorFlow's CPU path Keras' "auto" leaves it
@@ -55,7 +129,7 @@ def _finish(blocks, *, rule, num_classes, input_shape, learning_rate, augmentati
     return model
 
 
-def _conv_stack(config, *, width, activation, dropout, stem, batch_norm=True):
+def _conv_stack(config, *, width, activation, dropout, stem, batch_norm=True, conv="standard"):
     """3x3 stride-1 `ConvBlock`s from a config of channels and "M" (a 2x2
     max-pool on the preceding block's output); `stem` gives the first block
     the 7x7 stride-2 convolution on inputs larger than 64 px."""
@@ -76,10 +150,24 @@ def _conv_stack(config, *, width, activation, dropout, stem, batch_norm=True):
             pool_size=pool,
             batch_norm=batch_norm,
             large_input_stem=stem and i == 1,
+            conv=conv,
             name=f"block{i}",
         )
         for i, (filters, pool) in enumerate(zip(widths, pools), start=1)
     ]
+
+
+def _pool_stages(config):
+    """The conv blocks of a VGG config grouped into stages, each ending with
+    a pooled block (trailing unpooled blocks form a last stage)."""
+    stages, size = [], 0
+    for item in config:
+        if item == "M":
+            stages.append(size)
+            size = 0
+        else:
+            size += 1
+    return stages + ([size] if size else [])
 
 
 def mlp(
@@ -118,8 +206,11 @@ def mlp(
             (ReLU for backprop and pred, leaky ReLU 0.01 for sim and predsim).
         augmentation: a layer applied to training inputs only.
         name: the model's name.
+
+    Every block is a group of its own (the components of rules that train
+    groups).
     """
-    rule = rules_lib.get(rule, beta=beta, dim_in_decoder=dim_in_decoder)
+    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or rule.default_activation
     blocks = [
         DenseBlock(int(units * width), activation=activation, dropout=dropout, name=f"block{i}")
@@ -150,6 +241,8 @@ def vgg(
     activation=None,
     fc_layers=1,
     fc_units=1024,
+    conv="standard",
+    conv_groups=None,
     augmentation=None,
     name="vgg",
 ):
@@ -164,13 +257,29 @@ def vgg(
         width: multiplies the conv channels (the paper's "(2x)", "(3x)");
             the dense width is not multiplied, as in the reference code.
         fc_layers, fc_units: the hidden dense blocks after the convolutions.
-        The other arguments are as in `mlp`.
+        conv: `"standard"` or `"perturbative"` (every conv block's
+            convolution is a `PerturbativeConv2D`; see `ConvBlock`).
+        conv_groups: how many consecutive conv blocks form each group (the
+            components of rules that train groups, e.g. `(2, 2, 2)`); `None`
+            makes every pooled stage a group (the blocks up to and including
+            each pooled one). Each dense block is a group of its own.
+        The other arguments are as in `mlp`. The associated-learning code
+        width is 300 (the authors' `neuron_num` for VGG) unless the rule
+        says otherwise.
     """
-    rule = rules_lib.get(rule, beta=beta, dim_in_decoder=dim_in_decoder)
+    rule = _get_rule(
+        rule, beta=beta, dim_in_decoder=dim_in_decoder, code_units=AL_CODE_UNITS
+    )
     activation = activation or rule.default_activation
     blocks = _conv_stack(
-        config, width=width, activation=activation, dropout=dropout, stem=True
+        config, width=width, activation=activation, dropout=dropout, stem=True, conv=conv
     )
+    groups = list(_pool_stages(config) if conv_groups is None else conv_groups)
+    if sum(groups) != len(blocks):
+        raise ValueError(
+            f"conv_groups must add up to the {len(blocks)} conv blocks; got "
+            f"{list(conv_groups)!r}."
+        )
     blocks += [
         DenseBlock(fc_units, activation=activation, dropout=dropout, name=f"block{i}")
         for i in range(len(blocks) + 1, len(blocks) + 1 + fc_layers)
@@ -183,6 +292,7 @@ def vgg(
         learning_rate=learning_rate,
         augmentation=augmentation,
         name=name,
+        groups=groups + [1] * fc_layers,
     )
 
 
@@ -190,18 +300,23 @@ def vgg8b(**kwargs):
     """VGG8B: conv128-conv256-pool-conv256-conv512-pool-conv512-pool-conv512-
     pool-fc1024-fc (8.90M parameters on CIFAR-10, 7.33M on MNIST).
 
-    Takes the keyword arguments of `vgg`.
+    Takes the keyword arguments of `vgg`. Groups: conv 2-2-2, then the dense
+    block (`VGG_CONV_GROUPS`, the authors' VGG_AL components).
     """
-    return vgg(VGG_CONFIGS["vgg8b"], **{"name": "vgg8b", **kwargs})
+    defaults = {"name": "vgg8b", "conv_groups": VGG_CONV_GROUPS["vgg8b"]}
+    return vgg(VGG_CONFIGS["vgg8b"], **{**defaults, **kwargs})
 
 
 def vgg11b(**kwargs):
     """VGG11B: conv128 x3-conv256-pool-conv256-conv512-pool-conv512 x2-pool-
     conv512-pool-fc1024-fc (11.56M parameters on CIFAR-10).
 
-    Takes the keyword arguments of `vgg`.
+    Takes the keyword arguments of `vgg`. Groups: conv 4-2-3, then the dense
+    block (`VGG_CONV_GROUPS`: split as VGG8B's VGG_AL components, the last
+    two pooled stages together).
     """
-    return vgg(VGG_CONFIGS["vgg11b"], **{"name": "vgg11b", **kwargs})
+    defaults = {"name": "vgg11b", "conv_groups": VGG_CONV_GROUPS["vgg11b"]}
+    return vgg(VGG_CONFIGS["vgg11b"], **{**defaults, **kwargs})
 
 
 def _with_input_dropout(augmentation, rate):
@@ -258,9 +373,9 @@ def mostafa_mlp(
             paper's tables; it gives no rate).
         rule: default `"random-classifier"`, the paper's fixed random local
             classifiers.
-        The other arguments are as in `mlp`.
+        The other arguments are as in `mlp` (every block a group of its own).
     """
-    rule = rules_lib.get(rule, beta=beta, dim_in_decoder=dim_in_decoder)
+    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or "relu"
     blocks = [
         DenseBlock(
@@ -297,6 +412,7 @@ def mostafa_cnn5(
     activation=None,
     batch_norm=True,
     fc_units=2048,
+    conv="standard",
     augmentation=None,
     name="mostafa_cnn5",
 ):
@@ -330,9 +446,12 @@ def mostafa_cnn5(
         batch_norm: whether every block normalises (the paper's do).
         fc_units: width of the two fully connected blocks.
         activation: ReLU when `None`, as in `mostafa_mlp`.
-        The other arguments are as in `mostafa_mlp`.
+        conv: `"standard"` or `"perturbative"` (the conv blocks'
+            convolutions; see `ConvBlock`).
+        The other arguments are as in `mostafa_mlp`. Every block, each
+        pooled, is a group of its own.
     """
-    rule = rules_lib.get(rule, beta=beta, dim_in_decoder=dim_in_decoder)
+    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or "relu"
     augmentation = _with_input_dropout(augmentation, input_dropout)
     blocks = [
@@ -345,6 +464,7 @@ def mostafa_cnn5(
             pool_strides=2,
             pool_padding="same",
             batch_norm=batch_norm,
+            conv=conv,
             name=f"block{i}",
         )
         for i, filters in enumerate((96, 128, 256), start=1)
@@ -382,6 +502,7 @@ def mostafa_cnn10(
     dim_in_decoder=None,
     activation=None,
     batch_norm=True,
+    conv="standard",
     augmentation=None,
     name="mostafa_cnn10",
 ):
@@ -404,9 +525,11 @@ def mostafa_cnn10(
         dropout: the rate of every block's `SpatialDropout2D`.
         batch_norm: whether every block normalises.
         activation: ReLU when `None`, as in `mostafa_mlp`.
-        The other arguments are as in `mostafa_mlp`.
+        conv: `"standard"` or `"perturbative"` (see `ConvBlock`).
+        The other arguments are as in `mostafa_mlp`. Groups: the five pooled
+        stages of two convolutions each.
     """
-    rule = rules_lib.get(rule, beta=beta, dim_in_decoder=dim_in_decoder)
+    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or "relu"
     blocks = _conv_stack(
         MOSTAFA_CNN10_CONFIG,
@@ -415,7 +538,431 @@ def mostafa_cnn10(
         dropout=dropout,
         stem=False,
         batch_norm=batch_norm,
+        conv=conv,
     )
+    return _finish(
+        blocks,
+        rule=rule,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        learning_rate=learning_rate,
+        augmentation=augmentation,
+        name=name,
+        groups=_pool_stages(MOSTAFA_CNN10_CONFIG),
+    )
+
+
+#: Residual blocks per stage and their channels (before `width`).
+RESNET_STAGES = {
+    "resnet20": ((3, 3, 3), (16, 32, 64)),
+    "resnet32": ((5, 5, 5), (16, 32, 64)),
+    "resnet18": ((2, 2, 2, 2), (64, 128, 256, 512)),
+}
+
+
+def resnet(
+    stages,
+    filters,
+    *,
+    rule="predsim",
+    num_classes=10,
+    input_shape=None,
+    width=1,
+    dropout=0.0,
+    beta=None,
+    learning_rate=5e-4,
+    dim_in_decoder=None,
+    activation=None,
+    shortcut="projection",
+    conv="standard",
+    augmentation=None,
+    name="resnet",
+):
+    """A residual network: a 3x3 stem, stages of `ResidualBlock`s, global
+    average pooling and a linear output.
+
+    The stem is a `ConvBlock` (3x3, stride 1, `filters[0]` channels, with
+    bias, BatchNorm and the activation); stage `i` has `stages[i]` basic
+    blocks of `filters[i]` channels, the first block of every stage after
+    the first with stride 2. The last block averages its output over the
+    map, so the output layer reads a vector. The stem and each stage are the
+    groups (the components of rules that train groups; associated learning's
+    for the ResNets of Kao & Chen).
+
+    Args:
+        stages: residual blocks per stage, e.g. `(3, 3, 3)`.
+        filters: channels per stage (before `width`), e.g. `(16, 32, 64)`.
+        width: multiplies every channel count (at least 1 channel).
+        shortcut: `"projection"` (1x1 conv + BN where the shape changes) or
+            `"identity"` (zero-padded, He et al.'s option A); see
+            `ResidualBlock`.
+        conv: `"standard"`, or `"perturbative"`: every residual block's two
+            3x3 convolutions are `PerturbativeConv2D`s. The stem stays an
+            ordinary, learned convolution (a perturbative first layer sees
+            only the 3 input channels; see `presnet18`).
+        dropout: rate of every block's `SpatialDropout2D`.
+        The other arguments are as in `mlp`. The associated-learning code
+        width is 300 (the authors' `neuron_num` for ResNets) unless the rule
+        says otherwise.
+    """
+    stages, filters = tuple(stages), tuple(filters)
+    if not stages or len(stages) != len(filters) or any(
+        isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in stages
+    ):
+        raise ValueError(
+            "stages must be positive block counts, one per entry of filters; got "
+            f"stages={stages!r}, filters={filters!r}."
+        )
+    rule = _get_rule(
+        rule, beta=beta, dim_in_decoder=dim_in_decoder, code_units=AL_CODE_UNITS
+    )
+    activation = activation or rule.default_activation
+    channels = [_scaled(f, width) for f in filters]
+    blocks = [
+        ConvBlock(channels[0], kernel_size=3, activation=activation, dropout=dropout, name="block1")
+    ]
+    total = 1 + sum(stages)
+    for stage, (count, stage_channels) in enumerate(zip(stages, channels)):
+        for index in range(count):
+            number = len(blocks) + 1
+            blocks.append(
+                ResidualBlock(
+                    stage_channels,
+                    strides=2 if stage > 0 and index == 0 else 1,
+                    activation=activation,
+                    dropout=dropout,
+                    shortcut=shortcut,
+                    output_pooling="global_average" if number == total else None,
+                    conv=conv,
+                    name=f"block{number}",
+                )
+            )
+    return _finish(
+        blocks,
+        rule=rule,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        learning_rate=learning_rate,
+        augmentation=augmentation,
+        name=name,
+        groups=[1, *stages],
+    )
+
+
+def resnet20(**kwargs):
+    """ResNet-20 (He et al. 2016, section 4.2): 16-channel 3x3 stem, 3 stages
+    of 3 basic blocks (16, 32, 64 channels), global average pool, linear.
+
+    0.27M parameters, as He et al.'s Table 6 (269,738 on 32x32x3: their
+    269,722 and the stem's 16 biases), with their option-A shortcuts
+    (`shortcut="identity"`, the default here: subsampling and zero
+    channels); `shortcut="projection"` adds the two 1x1 projections and
+    their BatchNorms (272,490). Groups: the stem and the three stages, the
+    four components of Kao & Chen's ResNet_20_AL (whose code projects with
+    a 1x1 convolution without BatchNorm). Differences from their code:
+    their last bridge reads the flattened 8x8x64 map, here the pooled
+    64-vector the block outputs; and their backprop baseline adds dense
+    layers (1500, then 4 x 300) before the output to match the associated
+    network's parameters, which this builder does not (`al_mlp` and
+    `al_cnn` do).
+
+    Takes the keyword arguments of `resnet` (not `stages` or `filters`).
+    """
+    return _resnet_named("resnet20", kwargs, shortcut="identity")
+
+
+def resnet32(**kwargs):
+    """ResNet-32 (He et al. 2016, section 4.2): as `resnet20` with 5 basic
+    blocks per stage.
+
+    0.46M parameters (464,170 on 32x32x3 with the default option-A
+    shortcuts; He et al.'s 464,154 and the stem's biases; 466,922 with
+    `shortcut="projection"`). Groups: the stem and the three stages.
+
+    Takes the keyword arguments of `resnet`.
+    """
+    return _resnet_named("resnet32", kwargs, shortcut="identity")
+
+
+def resnet18(**kwargs):
+    """ResNet-18, CIFAR variant: 64-channel 3x3 stride-1 stem (no max-pool),
+    4 stages of 2 basic blocks (64, 128, 256, 512), global average pool,
+    linear.
+
+    11.17M parameters on 32x32x3 (11,174,026: the usual CIFAR ResNet-18's
+    11,173,962 and the stem's 64 biases), projection shortcuts. Groups: the
+    stem and the four stages.
+
+    The rec-LRA paper (Ororbia et al. 2023) trains "ResNet-18 ... 64
+    filters" on CIFAR-10 with "skip g = 2" and leaves the block to its
+    appendix, which its text does not include. Assumed here: the CIFAR-style
+    ResNet-18 of most CIFAR code and of the perturbative networks' updated
+    reference (`first_filter_size 3`): a 3x3 stride-1 stem of 64 channels
+    and no max-pool, basic blocks of two 3x3 convolutions (the skip of 2
+    layers), 64 as the first stage's width, projection shortcuts (1x1 conv
+    + BN), global average pooling. The stem is the same on every input size
+    (no 7x7 ImageNet stem).
+
+    Takes the keyword arguments of `resnet`.
+    """
+    return _resnet_named("resnet18", kwargs, shortcut="projection")
+
+
+def presnet18(**kwargs):
+    """pResNet-18: `resnet18` with perturbative layers (`PerturbativeConv2D`:
+    fixed noise masks and a learned 1x1 mixing) for every 3x3 convolution of
+    its residual blocks.
+
+    The rec-LRA paper's pResNet (after Juefei-Xu et al. 2018). 1.41M
+    parameters on 32x32x3 (1,409,162). Assumed: one noise mask per input
+    channel (the reference code's default; the paper's "64 perturbation
+    masks" is read as the 64 channels of the first stage, as "64 filters"
+    for its cResNet); strided blocks downsample by max-pooling after the
+    mixing, as the reference NoiseBasicBlock; projection shortcuts are
+    ordinary 1x1 convolutions + BN, as there. The stem is an ordinary
+    learned 3x3 convolution: the updated reference keeps a 3x3 first
+    convolution but freezes it at its random initialisation, the original
+    uses a learned 7x7 stride-2 one with a max-pool. Perturbative layers
+    need the input's size when they are built (an `input_shape`, or the
+    first batch).
+
+    Takes the keyword arguments of `resnet`.
+    """
+    return resnet18(**{"name": "presnet18", "conv": "perturbative", **kwargs})
+
+
+def _resnet_named(name, kwargs, **defaults):
+    """`resnet` with `name`'s stages and filters; `kwargs` override the
+    builder's `defaults`."""
+    stages, filters = RESNET_STAGES[name]
+    return resnet(stages, filters, **{"name": name, **defaults, **kwargs})
+
+
+def _associated_counterpart(components, code_units):
+    """Widths of the dense blocks that stand in, for rules with an output
+    layer, for associated learning's last bridge and its decoders: the
+    bridge's two layers (`5 * code_units`, `code_units`), then one block per
+    decoder but the first, whose place the output layer takes."""
+    return [AL_BRIDGE_MULTIPLIER * code_units, code_units] + [code_units] * (components - 1)
+
+
+def al_mlp(
+    layers=2,
+    units=1024,
+    *,
+    code_units=None,
+    rule=AL_RULE,
+    num_classes=10,
+    input_shape=None,
+    width=1,
+    dropout=0.0,
+    beta=None,
+    learning_rate=1e-4,
+    dim_in_decoder=None,
+    activation=None,
+    batch_norm=False,
+    augmentation=None,
+    name="al_mlp",
+):
+    """Kao & Chen (2021)'s MNIST MLP: layers of 1024, 1024, 5120, 1024, 1024
+    and 10 units.
+
+    Section 3.1 of the paper. With associated learning (a rule without an
+    output layer) the network is `layers` components `f_i`, each a
+    `DenseBlock` of `units` (its own group); the last bridge `b_2` (5120,
+    then 1024 sigmoid units) and the decoders `h_2` (1024 -> 1024) and `h_1`
+    (1024 -> 10) belong to the rule, so the network is 1024, 1024, 5120,
+    1024, 1024, 10. Rules with an output layer get those layers as blocks:
+    `DenseBlock`s of 5120, 1024, 1024 after the two components, then the
+    output layer, "so that the models trained by Associated Learning and
+    trained by backpropagation have identical parameters" (the paper, and
+    the authors' MNIST code). Without batch norm (the default) the two
+    networks have exactly the same inference parameters: 13,405,194 on
+    28x28 inputs.
+
+    Args:
+        layers: the components (hidden `DenseBlock`s of the network proper).
+        units: their width.
+        code_units: the associated-learning code width (default `units *
+            width`, the authors' `neuron_num` 1024): the rule's `code_units`
+            when it takes one and is given by name, otherwise the width of
+            the blocks that stand in for the bridge and decoders (the bridge's
+            hidden layer is 5 times wider).
+        rule: default `"associated"`, the paper's.
+        batch_norm: off by default, as the authors' MNIST code.
+        activation: the rule's default when `None` (ELU for associated
+            learning, ReLU for backprop: the paper's choices).
+        learning_rate: Adam's; the paper's 1e-4 by default.
+        The other arguments are as in `mlp`.
+    """
+    hidden = int(units * width)
+    code = hidden if code_units is None else code_units
+    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder, code_units=code)
+    activation = activation or rule.default_activation
+    widths = [hidden] * layers
+    if rule.has_output_layer:
+        widths += _associated_counterpart(layers, code)
+    blocks = [
+        DenseBlock(
+            units_,
+            activation=activation,
+            dropout=dropout,
+            batch_norm=batch_norm,
+            name=f"block{i}",
+        )
+        for i, units_ in enumerate(widths, start=1)
+    ]
+    return _finish(
+        blocks,
+        rule=rule,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        learning_rate=learning_rate,
+        augmentation=augmentation,
+        name=name,
+        groups=[1] * len(blocks),
+    )
+
+
+#: `al_cnn`'s conv channels (before `width`); the 4th and 8th downsample.
+AL_CNN_FILTERS = (32, 32, 32, 32, 64, 64, 64, 64)
+
+
+def al_cnn(
+    *,
+    code_units=256,
+    rule=AL_RULE,
+    num_classes=10,
+    input_shape=None,
+    width=1,
+    dropout=0.0,
+    beta=None,
+    learning_rate=1e-4,
+    dim_in_decoder=None,
+    activation=None,
+    batch_norm=False,
+    downsample="stride",
+    conv="standard",
+    augmentation=None,
+    name="al_cnn",
+):
+    """Kao & Chen (2021)'s 14-layer MNIST CNN: 4 conv 3x3x32, 4 conv 3x3x64,
+    fc1280, 4 fc256, output 10.
+
+    Section 3.1 of the paper. With associated learning the network is 4
+    components of 2 convolutions each (32, 32 | 32, 32 | 64, 64 | 64, 64;
+    groups 2-2-2-2) with code width 256; the last bridge (1280, then 256
+    units) and the decoders (256 -> 256 three times, 256 -> 10) belong to
+    the rule. Rules with an output layer get those layers as blocks: a
+    `DenseBlock` of 1280 and four of 256 after the convolutions (each its
+    own group), then the output layer, so both networks have the same
+    layers and, without batch norm (the default), exactly the same
+    inference parameters: 4,700,586 on 28x28x1 inputs.
+
+    The paper does not say where the network downsamples. The authors' code
+    does it with a stride-2 convolution in the 4th and 8th layers (the last
+    of the 2nd and 4th components): 28 -> 14 -> 7, so the 1280-unit layer
+    reads 7x7x64. That is `downsample="stride"` (the default; symmetric
+    padding as PyTorch's); `downsample="pool"` keeps those convolutions at
+    stride 1 and max-pools their outputs 2x2 instead.
+
+    Args:
+        code_units: the associated-learning code width (the authors' 256),
+            as in `al_mlp`; also the width of the 256-unit blocks for rules
+            with an output layer (not multiplied by `width`).
+        width: multiplies the conv channels.
+        batch_norm: off by default, as the authors' MNIST code.
+        downsample: `"stride"` or `"pool"` (see above).
+        conv: `"standard"` or `"perturbative"` (see `ConvBlock`).
+        The other arguments are as in `al_mlp`.
+    """
+    if downsample not in ("stride", "pool"):
+        raise ValueError(f"downsample must be 'stride' or 'pool', got {downsample!r}.")
+    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder, code_units=code_units)
+    activation = activation or rule.default_activation
+    blocks = []
+    for i, filters in enumerate(AL_CNN_FILTERS, start=1):
+        reduces = i in (4, 8)
+        blocks.append(
+            ConvBlock(
+                _scaled(filters, width),
+                strides=2 if reduces and downsample == "stride" else 1,
+                pool_size=2 if reduces and downsample == "pool" else None,
+                activation=activation,
+                dropout=dropout,
+                batch_norm=batch_norm,
+                conv=conv,
+                name=f"block{i}",
+            )
+        )
+    groups = [2, 2, 2, 2]
+    if rule.has_output_layer:
+        for units in _associated_counterpart(len(groups), code_units):
+            blocks.append(
+                DenseBlock(
+                    units,
+                    activation=activation,
+                    dropout=dropout,
+                    batch_norm=batch_norm,
+                    name=f"block{len(blocks) + 1}",
+                )
+            )
+            groups.append(1)
+    return _finish(
+        blocks,
+        rule=rule,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        learning_rate=learning_rate,
+        augmentation=augmentation,
+        name=name,
+        groups=groups,
+    )
+
+
+def lra_mlp(
+    layers=5,
+    units=256,
+    *,
+    rule=LRA_RULE,
+    num_classes=10,
+    input_shape=None,
+    width=1,
+    dropout=0.0,
+    beta=None,
+    learning_rate=5e-4,
+    dim_in_decoder=None,
+    activation=None,
+    batch_norm=False,
+    augmentation=None,
+    name="lra_mlp",
+):
+    """The MNIST / Fashion-MNIST MLP of Ororbia et al. (2023, rec-LRA): 5
+    hidden layers of 256 units and a linear output.
+
+    "All had 5 layers, 256 units each" (Table 1's rec-LRA networks), read as
+    5 hidden layers (the LRA-E code it builds on has 3 hidden layers of 256,
+    tanh). The activation is the rule's default (tanh for rec-LRA, the
+    paper's first variant; ReLU, ELU and sign are its others); no batch
+    norm, as the paper and the LRA-E code.
+
+    Args:
+        rule: default `"rec-lra"`, the paper's.
+        batch_norm: off by default.
+        The other arguments are as in `mlp` (every block a group of its own).
+    """
+    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
+    activation = activation or rule.default_activation
+    blocks = [
+        DenseBlock(
+            int(units * width),
+            activation=activation,
+            dropout=dropout,
+            batch_norm=batch_norm,
+            name=f"block{i}",
+        )
+        for i in range(1, layers + 1)
+    ]
     return _finish(
         blocks,
         rule=rule,
@@ -434,6 +981,13 @@ _BUILDERS = {
     "mostafa_mlp": mostafa_mlp,
     "mostafa_cnn5": mostafa_cnn5,
     "mostafa_cnn10": mostafa_cnn10,
+    "resnet20": resnet20,
+    "resnet32": resnet32,
+    "resnet18": resnet18,
+    "presnet18": presnet18,
+    "al_mlp": al_mlp,
+    "al_cnn": al_cnn,
+    "lra_mlp": lra_mlp,
 }
 
 

@@ -16,17 +16,30 @@ MODELS = {
     "mostafa_mlp": dict(units=16, input_shape=(8, 8, 1)),
     "mostafa_cnn5": dict(width=1 / 16, fc_units=16, input_shape=(8, 8, 3)),
     "mostafa_cnn10": dict(width=1 / 32, input_shape=(32, 32, 3)),
+    "resnet20": dict(width=1 / 4, input_shape=(8, 8, 3)),
+    "resnet32": dict(width=1 / 4, input_shape=(8, 8, 3)),
+    "resnet18": dict(width=1 / 16, input_shape=(8, 8, 3)),
+    "presnet18": dict(width=1 / 16, input_shape=(8, 8, 3)),
+    "al_mlp": dict(units=16, input_shape=(8, 8, 1)),
+    "al_cnn": dict(width=1 / 8, code_units=8, input_shape=(8, 8, 1)),
+    "lra_mlp": dict(units=16, input_shape=(8, 8, 1)),
 }
+
+#: The builders with convolutions, which take `conv="perturbative"`.
+CONV_MODELS = [
+    "vgg8b", "vgg11b", "mostafa_cnn5", "mostafa_cnn10",
+    "resnet20", "resnet32", "resnet18", "al_cnn",
+]
 
 
 def test_the_matrix_covers_every_model():
     assert sorted(MODELS) == zoo.names()
 
 
-@pytest.mark.parametrize("model_name", sorted(MODELS))
-@pytest.mark.parametrize("rule", rules.names())
-def test_every_rule_steps_on_every_model(rule, model_name):
-    model = zoo.get(model_name)(rule=rule, num_classes=4, **MODELS[model_name])
+def steps(model_name, rule, **kwargs):
+    """Two eager training steps on a tiny batch; checks the logs, that most
+    variables moved and the prediction's shape."""
+    model = zoo.get(model_name)(rule=rule, num_classes=4, **MODELS[model_name], **kwargs)
     # Eager: one step on a tiny model is faster than compiling it.
     model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-8), run_eagerly=True)
     x = np.random.default_rng(0).normal(size=(4, *MODELS[model_name]["input_shape"])).astype("float32")
@@ -40,3 +53,34 @@ def test_every_rule_steps_on_every_model(rule, model_name):
     changed = sum(not np.allclose(np.array(v), b) for v, b in zip(model.trainable_variables, before))
     assert changed > len(before) // 2, f"{changed} of {len(before)} variables moved"
     assert model.predict(x, verbose=0).shape == (4, 4)
+    return model
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("rule", rules.names())
+def test_every_rule_steps_on_every_model(rule, model_name):
+    steps(model_name, rule)
+
+
+@pytest.mark.parametrize("model_name", CONV_MODELS)
+def test_every_conv_model_takes_perturbative_convolutions(model_name):
+    # Feedback alignment: the perturbative layers' own random feedback and
+    # a global backward pass through every block.
+    model = steps(model_name, "feedback-alignment", conv="perturbative")
+    convs = [b for b in model.hidden_blocks if hasattr(b, "filters")]
+    # Every conv block but a ResNet's stem (an ordinary convolution).
+    expected = convs[1:] if model_name.startswith("resnet") else convs
+    assert expected and all(b.conv == "perturbative" for b in expected)
+    assert all(b.conv == "standard" for b in convs if b not in expected)
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_conv_is_an_argument_of_exactly_the_conv_builders(model_name):
+    builder = zoo.get(model_name)
+    if model_name in CONV_MODELS or model_name == "presnet18":
+        # Unbuilt (no input shape): only the blocks are made.
+        model = builder(rule="backprop", conv="perturbative")
+        assert any(getattr(b, "conv", None) == "perturbative" for b in model.hidden_blocks)
+    else:
+        with pytest.raises(TypeError, match="conv"):
+            builder(rule="backprop", conv="perturbative")

@@ -7,8 +7,10 @@ import keras
 import numpy as np
 import pytest
 
+from keras_local import rules
 from keras_local import zoo
 from keras_local.layers import ConvBlock
+from keras_local.layers import DenseBlock
 
 # Inference-network parameter counts of the reference README (millions).
 REFERENCE_COUNTS = [
@@ -78,7 +80,11 @@ def test_beta_and_dim_in_decoder_reach_the_heads():
 
 
 def test_unknown_model_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"Unknown model 'resnet9'.*mlp, mostafa_cnn10, mostafa_cnn5, mostafa_mlp, vgg11b, vgg8b"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown model 'resnet9'.*al_cnn, al_mlp, lra_mlp, mlp, mostafa_cnn10, "
+        r"mostafa_cnn5, mostafa_mlp, presnet18, resnet18, resnet20, resnet32, vgg11b, vgg8b",
+    ):
         zoo.get("resnet9")
 
 
@@ -253,3 +259,146 @@ def test_conv_block_pooling_round_trips_through_its_config():
     legacy = ConvBlock.from_config(old)
     assert (legacy.pool_strides, legacy.pool_padding) == (None, "valid")
     assert legacy(x)[1].shape == (2, 10, 10, 8)  # (32 - 3) // 3 + 1
+
+
+# ------------------------------------------------------------------ groups
+def test_builder_groups():
+    """The components of rules that train groups (associated learning)."""
+    cases = [
+        (zoo.mlp(rule="backprop"), [1, 1, 1]),
+        # VGG_AL's components: conv128+conv256+pool, conv256+conv512+pool,
+        # conv512+pool+conv512+pool, the dense block.
+        (zoo.vgg8b(rule="backprop"), [2, 2, 2, 1]),
+        (zoo.vgg11b(rule="backprop"), [4, 2, 3, 1]),
+        (zoo.vgg8b(rule="backprop", fc_layers=2), [2, 2, 2, 1, 1]),
+        (zoo.vgg8b(rule="backprop", conv_groups=(1,) * 6), [1] * 7),
+        # A plain `vgg` config: one group per pooled stage.
+        (zoo.vgg((8, "M", 8, 8, "M", 16), rule="backprop"), [1, 2, 1, 1]),
+        (zoo.mostafa_mlp(rule="backprop"), [1, 1, 1]),
+        (zoo.mostafa_cnn5(rule="backprop"), [1] * 5),
+        (zoo.mostafa_cnn10(rule="backprop"), [2] * 5),
+        (zoo.lra_mlp(rule="backprop"), [1] * 5),
+    ]
+    for model, groups in cases:
+        assert model.groups == groups, model.name
+    with pytest.raises(ValueError, match="conv_groups must add up to the 6 conv blocks"):
+        zoo.vgg8b(rule="backprop", conv_groups=(2, 2))
+
+
+def test_associated_learning_components_are_the_builders_groups():
+    model = zoo.vgg8b(rule="associated", width=1 / 32, fc_units=16, input_shape=(16, 16, 1))
+    assert model.units() == [[0, 1], [2, 3], [4, 5], [6]]
+    assert [o is not None for o in model.objectives] == [False, True] * 3 + [True]
+    assert model.classifier is None
+
+
+# ---------------------------------------------- architecture rule defaults
+def test_architecture_defaults_apply_only_to_rules_that_take_them():
+    # `target_dim` as an architecture default: pred-bpf takes it, backprop
+    # and predsim do not (and are built as without it).
+    assert zoo._get_rule("pred-bpf", target_dim=64).target_dim == 64
+    assert zoo._get_rule("backprop", target_dim=64) == rules.get("backprop")
+    assert zoo._get_rule("predsim", beta=0.9, target_dim=64) == rules.get("predsim", beta=0.9)
+    # The caller's own rule parameters still apply, and still fail loudly
+    # for a rule that does not take them.
+    assert zoo._get_rule("predsim-bpf", beta=0.5, target_dim=64).beta == 0.5
+    with pytest.raises(ValueError, match="does not take beta"):
+        zoo._get_rule("pred", beta=0.5, target_dim=64)
+    # A Rule instance (or a serialised rule) keeps its own values.
+    own = rules.get("pred-bpf", target_dim=32)
+    assert zoo._get_rule(own, target_dim=64).target_dim == 32
+    assert zoo._get_rule(rules.serialize(own), target_dim=64).target_dim == 32
+    with pytest.raises(ValueError, match="Unknown rule 'nope'"):
+        zoo._get_rule("nope", target_dim=64)
+
+
+@pytest.mark.parametrize(
+    "builder, code_units",
+    [(zoo.al_mlp, 1024), (zoo.al_cnn, 256), (zoo.vgg8b, 300), (zoo.resnet20, 300)],
+)
+def test_associated_code_width_per_architecture(builder, code_units):
+    assert builder(rule="associated").rule.code_units == code_units
+    # Given as an instance, the rule keeps its own width.
+    rule = rules.get("associated", code_units=12)
+    assert builder(rule=rule).rule.code_units == 12
+
+
+# ------------------------------------------------- Kao & Chen's MNIST nets
+def test_al_mlp_layers_and_parameters_match_across_rules():
+    al = zoo.al_mlp(rule="associated", input_shape=(28, 28, 1))
+    bp = zoo.al_mlp(rule="backprop", input_shape=(28, 28, 1))
+    assert [b.units for b in al.hidden_blocks] == [1024, 1024]
+    assert al.groups == [1, 1] and al.classifier is None
+    assert all(b.activation == "elu" and not b.batch_norm for b in al.hidden_blocks)
+    # The network other rules train: the paper's 1024, 1024, 5120, 1024, 1024, 10.
+    assert [b.units for b in bp.hidden_blocks] == [1024, 1024, 5120, 1024, 1024]
+    assert bp.groups == [1] * 5 and bp.classifier is not None
+    assert all(b.activation == "relu" and not b.batch_norm for b in bp.hidden_blocks)
+    dense = lambda i, o: i * o + o  # noqa: E731
+    expected = (
+        dense(784, 1024) + dense(1024, 1024) + dense(1024, 5120) + dense(5120, 1024)
+        + dense(1024, 1024) + dense(1024, 10)
+    )
+    print(f"al_mlp: associated {al.count_inference_params():,}, "
+          f"backprop {bp.count_inference_params():,} (expected {expected:,})")
+    assert bp.count_inference_params() == expected == 13_405_194
+    # f_1, f_2 + the last bridge (1024 -> 5120 -> 1024) + h_2, h_1: the same.
+    assert al.count_inference_params() == expected
+    # Other rules with an output layer get the same network as backprop.
+    assert [b.units for b in zoo.al_mlp(rule="predsim").hidden_blocks] == [
+        1024, 1024, 5120, 1024, 1024
+    ]
+
+
+def test_al_mlp_code_width_follows_units():
+    model = zoo.al_mlp(rule="backprop", units=64, layers=3)
+    assert [b.units for b in model.hidden_blocks] == [64] * 3 + [320, 64, 64, 64]
+    model = zoo.al_mlp(rule="backprop", units=64, code_units=16)
+    assert [b.units for b in model.hidden_blocks] == [64, 64, 80, 16, 16]
+    assert zoo.al_mlp(rule="associated", units=64).rule.code_units == 64
+
+
+def test_al_cnn_layers_and_parameters_match_across_rules():
+    al = zoo.al_cnn(rule="associated", input_shape=(28, 28, 1))
+    bp = zoo.al_cnn(rule="backprop", input_shape=(28, 28, 1))
+    convs = [32] * 4 + [64] * 4
+    assert [b.filters for b in al.hidden_blocks] == convs
+    assert al.groups == [2, 2, 2, 2] and al.classifier is None
+    assert [getattr(b, "filters", None) or b.units for b in bp.hidden_blocks] == (
+        convs + [1280, 256, 256, 256, 256]
+    )
+    assert bp.groups == [2, 2, 2, 2, 1, 1, 1, 1, 1]
+    # Downsampling by the 4th and 8th convolutions (stride 2): 28 -> 14 -> 7.
+    assert [b.strides for b in bp.hidden_blocks[:8]] == [1, 1, 1, 2, 1, 1, 1, 2]
+    x = keras.ops.ones((1, 28, 28, 1))
+    for block in bp.hidden_blocks[:8]:
+        _, x = block(x)
+    assert x.shape == (1, 7, 7, 64)
+    conv = lambda i, o: 9 * i * o + o  # noqa: E731
+    dense = lambda i, o: i * o + o  # noqa: E731
+    expected = (
+        conv(1, 32) + 3 * conv(32, 32) + conv(32, 64) + 3 * conv(64, 64)
+        + dense(7 * 7 * 64, 1280) + dense(1280, 256) + 3 * dense(256, 256) + dense(256, 10)
+    )
+    print(f"al_cnn: associated {al.count_inference_params():,}, "
+          f"backprop {bp.count_inference_params():,} (expected {expected:,})")
+    assert bp.count_inference_params() == expected == al.count_inference_params()
+    pooled = zoo.al_cnn(rule="backprop", downsample="pool", input_shape=(28, 28, 1))
+    assert [b.pool_size for b in pooled.hidden_blocks[:8]] == [None] * 3 + [2] + [None] * 3 + [2]
+    assert pooled.count_inference_params() == expected
+    with pytest.raises(ValueError, match="downsample must be 'stride' or 'pool'"):
+        zoo.al_cnn(rule="backprop", downsample="avg")
+
+
+def test_paper_rules_are_the_defaults():
+    assert zoo.al_mlp().rule.name == "associated"
+    assert zoo.al_cnn().rule.name == "associated"
+    assert zoo.lra_mlp().rule.name == "rec-lra"
+
+
+def test_lra_mlp_layout():
+    model = zoo.lra_mlp(rule="backprop", input_shape=(28, 28, 1))
+    assert [b.units for b in model.hidden_blocks] == [256] * 5
+    assert all(isinstance(b, DenseBlock) and not b.batch_norm for b in model.hidden_blocks)
+    assert all(b.activation == "relu" for b in model.hidden_blocks)  # backprop's default
+    assert zoo.lra_mlp(rule="rec-lra").hidden_blocks[0].activation == "tanh"

@@ -11,6 +11,7 @@ from keras_local.layers.perturbative_conv2d import PerturbativeConv2D
 from keras_local.layers.prediction_head import PredictionHead
 from keras_local.layers.decoder_pooling import decoder_pooling
 from keras_local.layers.random_jitter import RandomJitter
+from keras_local.layers.residual_block import ResidualBlock
 from keras_local.layers.scaled_dense import ScaledDense
 from keras_local.layers.similarity_head import SimilarityHead
 
@@ -25,6 +26,7 @@ __all__ = [
     "PerturbativeConv2D",
     "PredictionHead",
     "RandomJitter",
+    "ResidualBlock",
     "ScaledDense",
     "SimilarityHead",
     "decoder_pooling",

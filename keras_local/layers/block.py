@@ -31,10 +31,27 @@ class Block(keras.layers.Layer):
     place. With `feedback="random"` the perturbative layer's 1x1 mixing is
     itself a feedback-alignment convolution. Blocks without convolutions
     (`DenseBlock`) refuse `"perturbative"` when they are built.
+
+    `features_from` says what `call` returns as `features`: `"activation"`
+    (the default), the activation as described above; `"pre_activation"`,
+    its input (after the weights and BatchNorm), for rules whose targets are
+    made in pre-activation space and whose updates must not go through the
+    activation's derivative (`rec-lra`: `y = phi(h - beta * d)`; the rule
+    applies `phi` itself). `outputs` is the same either way. The rule sets
+    it before the block is built; the block's heads (and
+    `keras_local.analysis`) then read the pre-activation. A subclass that
+    overrides `call` honours it only if it says so with
+    `honours_features_from = True` in its own class body (and returns the
+    input of its last activation as `features` when asked); rules treat
+    other blocks as not exposing their pre-activation.
     """
+
+    #: This class's `call` honours `features_from` (see above).
+    honours_features_from = True
 
     FEEDBACKS = (None, "random")
     CONVS = ("standard", "perturbative")
+    FEATURES_FROM = ("activation", "pre_activation")
 
     def __init__(
         self,
@@ -43,6 +60,7 @@ class Block(keras.layers.Layer):
         batch_norm=True,
         feedback=None,
         conv="standard",
+        features_from="activation",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -52,8 +70,13 @@ class Block(keras.layers.Layer):
             raise ValueError(f"feedback must be one of {self.FEEDBACKS}, got {feedback!r}.")
         if conv not in self.CONVS:
             raise ValueError(f"conv must be one of {self.CONVS}, got {conv!r}.")
+        if features_from not in self.FEATURES_FROM:
+            raise ValueError(
+                f"features_from must be one of {self.FEATURES_FROM}, got {features_from!r}."
+            )
         self.feedback = feedback
         self.conv = conv
+        self.features_from = features_from
         self.activation = activation
         self.dropout = dropout
         self.batch_norm = batch_norm
@@ -114,6 +137,8 @@ class Block(keras.layers.Layer):
         outputs = features
         if self.dropout_layer is not None:
             outputs = self.dropout_layer(outputs, training=training)
+        if self.features_from == "pre_activation":
+            features = x
         return features, self._pool(outputs)
 
     def get_config(self):
@@ -124,4 +149,5 @@ class Block(keras.layers.Layer):
             "batch_norm": self.batch_norm,
             "feedback": self.feedback,
             "conv": self.conv,
+            "features_from": self.features_from,
         }
