@@ -8,6 +8,7 @@ from keras_local.layers import DenseBlock
 
 def test_registry_names():
     assert rules.names() == [
+        "associated",
         "backprop",
         "direct-feedback-alignment",
         "feedback-alignment",
@@ -15,7 +16,9 @@ def test_registry_names():
         "pred-bpf",
         "predsim",
         "predsim-bpf",
+        "probes",
         "random-classifier",
+        "rec-lra",
         "sim",
         "sim-bpf",
     ]

@@ -2,8 +2,9 @@
 
 >>> from keras_local import rules
 >>> rules.names()  # doctest: +NORMALIZE_WHITESPACE
-['associated', 'backprop', 'direct-feedback-alignment', 'feedback-alignment', 'pred',
- 'pred-bpf', 'predsim', 'predsim-bpf', 'random-classifier', 'sim', 'sim-bpf']
+['associated', 'backprop', 'direct-feedback-alignment', 'feedback-alignment',
+ 'pred', 'pred-bpf', 'predsim', 'predsim-bpf', 'probes', 'random-classifier',
+ 'rec-lra', 'sim', 'sim-bpf']
 >>> rules.get("predsim", beta=0.9)
 PredSim(beta=0.9, dim_in_decoder=4096)
 """
@@ -26,8 +27,13 @@ from keras_local.rules.local_losses import LocalLossHeads
 from keras_local.rules.local_losses import Pred
 from keras_local.rules.local_losses import PredSim
 from keras_local.rules.local_losses import Sim
+from keras_local.rules.probes import Probes
+from keras_local.rules.probes import ProbedObjective
+from keras_local.rules.probes import with_probes
 from keras_local.rules.random_classifier import RandomClassifier
 from keras_local.rules.random_classifier import RandomClassifierHead
+from keras_local.rules.rec_lra import RecLRA
+from keras_local.rules.rec_lra import RecLRATargets
 
 _REGISTRY = {}
 
@@ -114,6 +120,8 @@ for _rule_class in (
     FeedbackAlignment,
     DirectFeedbackAlignment,
     Associated,
+    Probes,
+    RecLRA,
 ):
     register(_rule_class)
 
@@ -129,11 +137,15 @@ __all__ = [
     "PredSimBPF",
     "RandomClassifier",
     "RandomClassifierHead",
+    "RecLRA",
+    "RecLRATargets",
     "SimBPF",
     "LocalLossHeads",
     "LocalObjective",
     "Pred",
     "PredSim",
+    "ProbedObjective",
+    "Probes",
     "Rule",
     "Sim",
     "get",
@@ -141,4 +153,5 @@ __all__ = [
     "parameters",
     "register",
     "serialize",
+    "with_probes",
 ]
