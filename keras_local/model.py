@@ -109,6 +109,10 @@ class LocalModel(BackendSteps, keras.Model):
 
     # ------------------------------------------------------------------ build
     def build(self, input_shape):
+        if self.built:
+            # Keras may call `build` again (e.g. keras-tuner resuming a
+            # trial); the layers and their state exist already.
+            return
         x = keras.KerasTensor(tuple(input_shape))
         if self.augmentation is not None and not self.augmentation.built:
             self.augmentation.build(tuple(input_shape))

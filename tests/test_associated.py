@@ -8,6 +8,7 @@ import pytest
 from keras import ops
 
 from keras_local import rules
+from keras_local import zoo
 from keras_local.layers import DenseBlock
 from keras_local.model import LocalModel
 from keras_local.rules.associated import LOG_EPSILON
@@ -264,3 +265,21 @@ def test_bad_parameters_are_reported():
         rules.get("associated", detach_targets="yes")
     with pytest.raises(ValueError, match="groups"):
         LocalModel([DenseBlock(4), DenseBlock(4)], 3, rule="associated", groups=[1, 2])
+
+
+@pytest.mark.slow
+def test_al_mlp_learns_fashion_mnist_within_two_points_of_backprop(fashion_mnist):
+    # The paper's MLP (1024, 1024, 5120, 1024, 1024): 2 AL components with
+    # a 5120-1024 bridge and 1024-wide codes, against backprop on the same
+    # layers; one epoch each on the full training set, full test set.
+    (x, y), (xt, yt) = fashion_mnist
+    accuracy = {}
+    for rule in ("associated", "backprop"):
+        keras.utils.set_random_seed(1)
+        model = zoo.al_mlp(rule=rule, input_shape=(28, 28, 1), learning_rate=5e-4)
+        model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+        accuracy[rule] = model.evaluate(xt, yt, batch_size=1000, verbose=0, return_dict=True)[
+            "accuracy"
+        ]
+    assert accuracy["backprop"] >= 0.80, accuracy
+    assert accuracy["associated"] >= accuracy["backprop"] - 0.02, accuracy
