@@ -322,7 +322,7 @@ def activations(model, x, layers, batch_size=256):
                 pieces[index].append(ops.convert_to_numpy(features))
         if "output" in pieces:
             pieces["output"].append(
-                ops.convert_to_numpy(model.classifier(outputs))
+                ops.convert_to_numpy(model.predict_from_last_block(features, outputs))
             )
     results = {}
     for layer, index in resolved.items():

@@ -100,8 +100,7 @@ def exits(model):
             found.append((index, f"block{index + 1}", objective.predict))
     last = len(blocks) - 1
     if model.classifier is not None:
-        classifier = model.classifier
-        found.append((last, "output", lambda features, outputs: classifier(outputs)))
+        found.append((last, "output", model.predict_from_last_block))
     else:
         # The last objective's prediction is the network's output (`call`).
         index, _, head = found[-1]

@@ -129,9 +129,15 @@ class LocalModel(BackendSteps, keras.Model):
         x = inputs
         for block in self.hidden_blocks:
             features, x = block(x, training=training)
+        return self.predict_from_last_block(features, x)
+
+    def predict_from_last_block(self, features, outputs):
+        """The network's logits from the last block's `(features, outputs)`:
+        the output layer's, or the last objective's exit for rules without
+        an output layer."""
         if self.classifier is None:
-            return self.objectives[-1].predict(features, x)
-        return self.classifier(x)
+            return self.objectives[-1].predict(features, outputs)
+        return self.classifier(outputs)
 
     # ---------------------------------------------------------------- stages
     @property

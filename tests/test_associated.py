@@ -283,3 +283,16 @@ def test_al_mlp_learns_fashion_mnist_within_two_points_of_backprop(fashion_mnist
         ]
     assert accuracy["backprop"] >= 0.80, accuracy
     assert accuracy["associated"] >= accuracy["backprop"] - 0.02, accuracy
+
+
+def test_analysis_reads_the_decoded_output():
+    from keras_local import analysis
+
+    model = al_model()
+    x, _ = batch()
+    np.testing.assert_allclose(
+        analysis.layer_activations(model, x, "output"),
+        ops.convert_to_numpy(model(x)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
