@@ -71,7 +71,17 @@ def test_zoo_holds_table_2_and_the_rules_beside_it():
     names = {path.stem for path in ZOO.glob("fashion_mnist-*.toml")}
     table_2 = {f"fashion_mnist-{m}-{r}" for m, r in TABLE_2}
     beside = {f"fashion_mnist-{m}-{r}" for m in ("mlp", "vgg8b") for r in BESIDE_TABLE_2}
-    assert names == table_2 | beside
+    # Kao & Chen's MNIST networks (AL vs backprop) and the rec-LRA paper's
+    # Table 1 rows.
+    associated = {f"fashion_mnist-{m}-{r}" for m in ("al_mlp", "al_cnn") for r in ("associated", "backprop")}
+    rec_lra = {
+        f"fashion_mnist-lra_mlp-{r}"
+        for r in (
+            "rec-lra", "rec-lra-relu", "rec-lra-elu", "rec-lra-sign",
+            "backprop", "feedback-alignment", "direct-feedback-alignment",
+        )
+    }
+    assert names == table_2 | beside | associated | rec_lra
 
 
 @pytest.mark.parametrize("name", BESIDE_TABLE_2)
