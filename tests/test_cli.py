@@ -12,6 +12,7 @@ import pytest
 
 import keras_local  # noqa: F401 - registers the classes `load_model` needs
 from keras_local import cli
+from keras_local import zoo
 from keras_local import experiment
 from keras_local import rules
 
@@ -187,7 +188,7 @@ def test_train_checks_its_own_arguments():
         (dict(learning_rate=0.0), "learning_rate must be a positive number"),
         (dict(milestones=[0, 3]), "milestones must be positive integers"),
         (dict(augment=False, cutout=14), "cutout is part of the training augmentation"),
-        (dict(model="nope"), "Valid models: mlp, mostafa_cnn10, mostafa_cnn5, mostafa_mlp, vgg11b, vgg8b"),
+        (dict(model="nope"), "Valid models: " + ", ".join(zoo.names())),
     ]:
         with pytest.raises(ValueError, match=message):
             experiment.train(**arguments, verbose=0)
