@@ -157,6 +157,21 @@ def _conv_stack(config, *, width, activation, dropout, stem, batch_norm=True, co
     ]
 
 
+def _dense_stack(widths, *, activation, dropout, batch_norm=True, first=1):
+    """`DenseBlock`s of the given widths, named `block<first>`, `block<first+1>`,
+    ... (after the blocks that come before them)."""
+    return [
+        DenseBlock(
+            units,
+            activation=activation,
+            dropout=dropout,
+            batch_norm=batch_norm,
+            name=f"block{i}",
+        )
+        for i, units in enumerate(widths, start=first)
+    ]
+
+
 def _pool_stages(config):
     """The conv blocks of a VGG config grouped into stages, each ending with
     a pooled block (trailing unpooled blocks form a last stage)."""
@@ -212,10 +227,7 @@ def mlp(
     """
     rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or rule.default_activation
-    blocks = [
-        DenseBlock(int(units * width), activation=activation, dropout=dropout, name=f"block{i}")
-        for i in range(1, layers + 1)
-    ]
+    blocks = _dense_stack([int(units * width)] * layers, activation=activation, dropout=dropout)
     return _finish(
         blocks,
         rule=rule,
@@ -280,10 +292,9 @@ def vgg(
             f"conv_groups must add up to the {len(blocks)} conv blocks; got "
             f"{list(conv_groups)!r}."
         )
-    blocks += [
-        DenseBlock(fc_units, activation=activation, dropout=dropout, name=f"block{i}")
-        for i in range(len(blocks) + 1, len(blocks) + 1 + fc_layers)
-    ]
+    blocks += _dense_stack(
+        [fc_units] * fc_layers, activation=activation, dropout=dropout, first=len(blocks) + 1
+    )
     return _finish(
         blocks,
         rule=rule,
@@ -377,16 +388,12 @@ def mostafa_mlp(
     """
     rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or "relu"
-    blocks = [
-        DenseBlock(
-            int(units * width),
-            activation=activation,
-            dropout=dropout,
-            batch_norm=batch_norm,
-            name=f"block{i}",
-        )
-        for i in range(1, layers + 1)
-    ]
+    blocks = _dense_stack(
+        [int(units * width)] * layers,
+        activation=activation,
+        dropout=dropout,
+        batch_norm=batch_norm,
+    )
     return _finish(
         blocks,
         rule=rule,
@@ -469,16 +476,13 @@ def mostafa_cnn5(
         )
         for i, filters in enumerate((96, 128, 256), start=1)
     ]
-    blocks += [
-        DenseBlock(
-            fc_units,
-            activation=activation,
-            dropout=dropout,
-            batch_norm=batch_norm,
-            name=f"block{i}",
-        )
-        for i in (4, 5)
-    ]
+    blocks += _dense_stack(
+        [fc_units] * 2,
+        activation=activation,
+        dropout=dropout,
+        batch_norm=batch_norm,
+        first=len(blocks) + 1,
+    )
     return _finish(
         blocks,
         rule=rule,
@@ -802,16 +806,9 @@ def al_mlp(
     widths = [hidden] * layers
     if rule.has_output_layer:
         widths += _associated_counterpart(layers, code)
-    blocks = [
-        DenseBlock(
-            units_,
-            activation=activation,
-            dropout=dropout,
-            batch_norm=batch_norm,
-            name=f"block{i}",
-        )
-        for i, units_ in enumerate(widths, start=1)
-    ]
+    blocks = _dense_stack(
+        widths, activation=activation, dropout=dropout, batch_norm=batch_norm
+    )
     return _finish(
         blocks,
         rule=rule,
@@ -897,17 +894,15 @@ def al_cnn(
         )
     groups = [2, 2, 2, 2]
     if rule.has_output_layer:
-        for units in _associated_counterpart(len(groups), code_units):
-            blocks.append(
-                DenseBlock(
-                    units,
-                    activation=activation,
-                    dropout=dropout,
-                    batch_norm=batch_norm,
-                    name=f"block{len(blocks) + 1}",
-                )
-            )
-            groups.append(1)
+        counterpart = _dense_stack(
+            _associated_counterpart(len(groups), code_units),
+            activation=activation,
+            dropout=dropout,
+            batch_norm=batch_norm,
+            first=len(blocks) + 1,
+        )
+        blocks += counterpart
+        groups += [1] * len(counterpart)
     return _finish(
         blocks,
         rule=rule,
@@ -953,16 +948,12 @@ def lra_mlp(
     """
     rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or rule.default_activation
-    blocks = [
-        DenseBlock(
-            int(units * width),
-            activation=activation,
-            dropout=dropout,
-            batch_norm=batch_norm,
-            name=f"block{i}",
-        )
-        for i in range(1, layers + 1)
-    ]
+    blocks = _dense_stack(
+        [int(units * width)] * layers,
+        activation=activation,
+        dropout=dropout,
+        batch_norm=batch_norm,
+    )
     return _finish(
         blocks,
         rule=rule,
