@@ -343,16 +343,22 @@ def _run(args):
     )
 
 
-def _dataset_of_saved_model(path):
-    """The data set a `train` run recorded in `<path>.json`, or None."""
+def _dataset_of_saved_model(args):
+    """`--dataset`, or else the data set a `train` run recorded in
+    `MODEL.json`; `ValueError` when neither says."""
     import json
     import os
 
-    summary = f"{path}.json"
-    if not os.path.exists(summary):
-        return None
-    with open(summary) as f:
-        return json.load(f).get("parameters", {}).get("dataset")
+    if args.dataset:
+        return args.dataset
+    summary = f"{args.model}.json"
+    dataset = None
+    if os.path.exists(summary):
+        with open(summary) as f:
+            dataset = json.load(f).get("parameters", {}).get("dataset")
+    if dataset is None:
+        raise ValueError(f"Which data set? {args.model}.json does not say; pass --dataset.")
+    return dataset
 
 
 def _analyze(args, print_fn=print):
@@ -366,11 +372,7 @@ def _analyze(args, print_fn=print):
 
     if not os.path.isfile(args.model):
         raise ValueError(f"No saved model at {args.model!r}.")
-    dataset = args.dataset or _dataset_of_saved_model(args.model)
-    if dataset is None:
-        raise ValueError(
-            f"Which data set? {args.model}.json does not say; pass --dataset."
-        )
+    dataset = _dataset_of_saved_model(args)
     if args.examples < 1 or args.batch_size < 1:
         raise ValueError("--examples and --batch-size must be positive.")
     model = keras.saving.load_model(args.model, compile=False)
@@ -763,9 +765,7 @@ def _early_exit(args, print_fn=print):
     from keras_local import export
 
     model = export.load(args.model)
-    dataset = args.dataset or _dataset_of_saved_model(args.model)
-    if dataset is None:
-        raise ValueError(f"Which data set? {args.model}.json does not say; pass --dataset.")
+    dataset = _dataset_of_saved_model(args)
     for name in ("examples", "timing_examples", "repeats", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
