@@ -25,13 +25,13 @@ and ReLU as 1, per forward pass of the batch.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
+
+from machine import machine  # benchmarks/machine.py, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -138,39 +138,8 @@ def measure(widths, batch, size, runs, warmup, modes):
     return rows
 
 
-def machine():
-    import keras
-
-    info = {
-        "backend": keras.backend.backend(),
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-    if info["backend"] == "jax":
-        import jax
-
-        info["jax"] = jax.__version__
-        info["device"] = str(jax.devices()[0].device_kind)
-    else:
-        import tensorflow as tf
-
-        info["tensorflow"] = tf.__version__
-        info["device"] = "CPU"
-    return info
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def markdown(info, rows, command):
