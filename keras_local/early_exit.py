@@ -129,7 +129,8 @@ def confidence(probabilities, criterion="max_probability"):
     num_classes = probabilities.shape[-1]
     # 0 log 0 = 0: where p is 0 the product is 0 whatever log(max(p, tiny)) is.
     logs = ops.log(ops.maximum(probabilities, 1e-30))
-    entropy = -ops.sum(probabilities * logs, axis=-1)
+    # ops.multiply, not `*`: NumPy probabilities times a torch tensor fail.
+    entropy = -ops.sum(ops.multiply(probabilities, logs), axis=-1)
     return 1.0 - entropy / math.log(num_classes)
 
 

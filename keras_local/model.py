@@ -1,5 +1,6 @@
 """`LocalModel`: a network of blocks trained block by block by a rule."""
 
+import contextlib
 import math
 
 import keras
@@ -7,6 +8,11 @@ import numpy as np
 from keras import ops
 
 from keras_local import rules as rules_lib
+from keras_local.batch_checks import BatchChecker
+from keras_local.batch_checks import checked
+from keras_local.batch_checks import example_shape
+from keras_local.batch_checks import reraise_batch_check
+from keras_local.layers.prediction_head import HEAD_DTYPE
 from keras_local.layers.prediction_head import PredictionHead
 from keras_local.ops import prediction_loss
 from keras_local.train_steps import BackendSteps
@@ -90,11 +96,14 @@ class LocalModel(BackendSteps, keras.Model):
         self.objectives = objectives
         self.classifier = None
         if self.rule.has_output_layer:
+            # float32 under a mixed precision policy: logits, probabilities
+            # and the output cross-entropy keep full precision.
             self.classifier = PredictionHead(
                 num_classes,
                 dim_in_decoder=None,
                 kernel_initializer=self.rule.output_kernel_initializer,
                 feedback=self.rule.output_feedback,
+                dtype=HEAD_DTYPE,
                 name="classifier",
             )
         elif self.objectives[-1] is None or not self.objectives[-1].has_classifier:
@@ -113,20 +122,23 @@ class LocalModel(BackendSteps, keras.Model):
             # Keras may call `build` again (e.g. keras-tuner resuming a
             # trial); the layers and their state exist already.
             return
-        x = keras.KerasTensor(tuple(input_shape))
+        # The batch axis is left open: Keras builds from the first batch, and
+        # a head built for its size would refuse every other.
+        input_shape = (None, *tuple(input_shape)[1:])
+        x = keras.KerasTensor(input_shape)
         if self.augmentation is not None and not self.augmentation.built:
-            self.augmentation.build(tuple(input_shape))
+            self.augmentation.build(input_shape)
         for block, objective in zip(self.hidden_blocks, self.objectives):
             features, x = block(x)
             if objective is not None:
                 objective.build(features.shape, x.shape)
         if self.classifier is not None:
             self.classifier(x)
-        self._input_shape_checked = tuple(input_shape)
+        self._input_shape_checked = input_shape
         self.built = True
 
     def call(self, inputs, training=None):
-        x = inputs
+        x = self.standardize_inputs(inputs)
         for block in self.hidden_blocks:
             features, x = block(x, training=training)
         return self.predict_from_last_block(features, x)
@@ -134,9 +146,10 @@ class LocalModel(BackendSteps, keras.Model):
     def predict_from_last_block(self, features, outputs):
         """The network's logits from the last block's `(features, outputs)`:
         the output layer's, or the last objective's exit for rules without
-        an output layer."""
+        an output layer. float32 under every dtype policy (`HEAD_DTYPE`)."""
         if self.classifier is None:
-            return self.objectives[-1].predict(features, outputs)
+            # The rule's own exit may compute in the policy's 16 bits.
+            return ops.cast(self.objectives[-1].predict(features, outputs), HEAD_DTYPE)
         return self.classifier(outputs)
 
     # ---------------------------------------------------------------- stages
@@ -222,7 +235,8 @@ class LocalModel(BackendSteps, keras.Model):
     def run_segment(self, segment, inputs, labels, training=False):
         """Runs a segment from its detached input; returns
         `(outputs, results, loss)` with the sum of the stages' losses."""
-        x = ops.stop_gradient(inputs)
+        # convert_to_tensor: torch's stop_gradient (`detach`) takes no NumPy.
+        x = ops.stop_gradient(ops.convert_to_tensor(inputs))
         results = []
         for stage in segment:
             x, result = self.run_stage(stage, x, labels, training=training)
@@ -317,6 +331,29 @@ class LocalModel(BackendSteps, keras.Model):
         return {metric.name: metric.result() for metric in self.metrics}
 
     # ---------------------------------------------------------------- inputs
+    @property
+    def example_shape(self):
+        """The shape of one example the model is built for (no batch axis),
+        or `None` before it is built."""
+        shape = getattr(self, "_input_shape_checked", None)
+        return None if shape is None else tuple(shape[1:])
+
+    def batch_checker(self):
+        """A `BatchChecker` of inputs and labels for this model."""
+        return BatchChecker(self.name, self.num_classes, self.example_shape)
+
+    def standardize_inputs(self, x):
+        """`x` as the blocks take it: integer images (raw uint8 data) cast to
+        the compute dtype, as a Keras `Input` casts them; the model built
+        from `x`'s shape if it is not built yet. Raises a `ValueError` when
+        `x`'s (static) shape does not fit the built model."""
+        if not self.built:
+            self.build(tuple(x.shape))
+        self.batch_checker().check_inputs(x.shape)
+        if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)):
+            x = ops.cast(x, self.compute_dtype)
+        return x
+
     @staticmethod
     def labels_from(y):
         if y is None:
@@ -324,42 +361,24 @@ class LocalModel(BackendSteps, keras.Model):
         return ops.reshape(ops.cast(y, "int32"), (-1,))
 
     def unpack(self, data):
+        """`(x, labels)` of a training or test step's batch."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if sample_weight is not None:
-            raise ValueError("LocalModel does not support sample weights.")
-        return x, self.labels_from(y)
+            raise ValueError(_NO_SAMPLE_WEIGHTS)
+        return self.standardize_inputs(x), self.labels_from(y)
 
     def check_data(self, x, y=None):
-        """Raises a clear `ValueError` for labels out of range, one-hot
-        labels and inputs of the wrong rank; looks at the first batch of a
-        dataset."""
-        x, y = _first_batch(x, y)
+        """Raises a clear `ValueError` for labels out of range, one-hot or
+        non-integer labels and inputs of the wrong shape, in arrays `x`, `y`
+        (or the first batch of a `PyDataset`). `fit`, `evaluate` and
+        `predict` check every batch of every input kind themselves."""
+        if y is None and isinstance(x, keras.utils.PyDataset):
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(x[0])
+        checker = self.batch_checker()
         if x is not None and hasattr(x, "shape"):
-            expected = getattr(self, "_input_shape_checked", None)
-            if expected is not None and len(x.shape) != len(expected):
-                raise ValueError(
-                    f"{self.name} expects inputs of rank {len(expected)} with shape "
-                    f"(batch, {', '.join(str(d) for d in expected[1:])}); got an "
-                    f"input of shape {tuple(x.shape)}."
-                )
-        if y is None or not hasattr(y, "shape"):
-            return
-        labels = np.asarray(y)
-        if labels.ndim == 2 and labels.shape[-1] == self.num_classes and self.num_classes > 1:
-            raise ValueError(
-                "LocalModel expects integer class ids, not one-hot labels of shape "
-                f"{labels.shape}; pass np.argmax(y, axis=-1)."
-            )
-        if labels.size == 0:
-            return
-        if not np.all(np.equal(np.mod(labels, 1), 0)):
-            raise ValueError("Labels must be integer class ids; got non-integer values.")
-        low, high = labels.min(), labels.max()
-        if low < 0 or high >= self.num_classes:
-            raise ValueError(
-                f"Labels must be class ids in [0, {self.num_classes}) for this "
-                f"{self.num_classes}-class model; got values from {low} to {high}."
-            )
+            checker.check_inputs(x.shape)
+        if y is not None and hasattr(y, "shape"):
+            checker.check_labels(y)
 
     def _check_compile(self):
         if getattr(self, "_compile_loss", None) is not None or getattr(
@@ -370,24 +389,76 @@ class LocalModel(BackendSteps, keras.Model):
                 "compile it with an optimizer only (no `loss=` or `metrics=`)."
             )
 
+    def _prepare_data(self, x, y):
+        """Builds the model from the data's example shape if needed (so that
+        its state is made eagerly, never inside a traced step), and returns
+        `(x, y)` with every batch to come checked."""
+        if not self.built:
+            shape, x = example_shape(x, y)
+            if shape is not None:
+                self.build((None, *shape))
+        return checked(self.batch_checker(), x, y)
+
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_compile()
-        self.check_data(x, y)
+        _reject_weights(kwargs)
+        x, y = self._prepare_data(x, y)
         validation_data = kwargs.get("validation_data")
         if isinstance(validation_data, (tuple, list)):
-            self.check_data(*validation_data[:2])
+            kwargs["validation_data"] = (
+                *self._prepare_data(*validation_data[:2]),
+                *validation_data[2:],
+            )
         elif validation_data is not None:
-            self.check_data(validation_data)
-        return super().fit(x, y, *args, **kwargs)
+            kwargs["validation_data"] = self._prepare_data(validation_data, None)[0]
+        callbacks = kwargs.get("callbacks") or []
+        for callback in callbacks:
+            self._resolve_monitor_mode(callback)
+        with _batch_check_errors():
+            return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._check_compile()
-        self.check_data(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+        _reject_weights(kwargs)
+        if not kwargs.get("_use_cached_eval_dataset"):
+            x, y = self._prepare_data(x, y)
+        with _batch_check_errors():
+            return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        x, _ = self._prepare_data(x, None)
+        with _batch_check_errors():
+            return super().predict(x, *args, **kwargs)
 
     def train_on_batch(self, x, y=None, *args, **kwargs):
-        self.check_data(x, y)
-        return super().train_on_batch(x, y, *args, **kwargs)
+        _reject_weights(kwargs)
+        x, y = self._prepare_data(x, y)
+        with _batch_check_errors():
+            return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        _reject_weights(kwargs)
+        x, y = self._prepare_data(x, y)
+        with _batch_check_errors():
+            return super().test_on_batch(x, y, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        x, _ = self._prepare_data(x, None)
+        return super().predict_on_batch(x)
+
+    def _resolve_monitor_mode(self, callback):
+        """Gives a callback that monitors one of the model's metrics in
+        `mode="auto"` (EarlyStopping, ModelCheckpoint, ReduceLROnPlateau)
+        that metric's direction: Keras' automatic mode knows only the
+        metrics given to `compile`, and a LocalModel makes its own."""
+        monitor = getattr(callback, "monitor", None)
+        if getattr(callback, "mode", None) != "auto" or not isinstance(monitor, str):
+            return
+        name = monitor.removeprefix("val_")
+        if name.endswith("loss"):
+            callback.mode = "min"
+        elif name.endswith("accuracy"):
+            callback.mode = "max"
 
     # ------------------------------------------------------------ inspection
     def count_inference_params(self):
@@ -448,16 +519,29 @@ def _check_groups(groups, num_blocks):
     return groups
 
 
-def _first_batch(x, y):
-    """`(x, y)` of arrays, or of the first batch of a dataset-like `x`."""
-    if y is not None or x is None or hasattr(x, "shape"):
-        return x, y
-    if isinstance(x, keras.utils.PyDataset):
-        batch = x[0]
-    elif type(x).__module__.startswith("tensorflow") and hasattr(x, "take"):
-        batch = next(iter(x.take(1)))
-    else:
-        return None, None  # generators: checking would consume a batch
-    if isinstance(batch, dict) or not isinstance(batch, (tuple, list)):
-        return batch, None
-    return (batch[0], batch[1] if len(batch) > 1 else None)
+_NO_SAMPLE_WEIGHTS = (
+    "LocalModel does not support sample weights: every block's local loss is a "
+    "mean over the batch. Resample the data instead."
+)
+
+
+def _reject_weights(kwargs):
+    if kwargs.get("sample_weight") is not None:
+        raise ValueError(_NO_SAMPLE_WEIGHTS)
+    if kwargs.get("class_weight") is not None:
+        raise ValueError(
+            "LocalModel does not support class_weight: every block's local loss "
+            "(and the similarity losses, which compare pairs of examples) is "
+            "unweighted. Balance the classes by resampling the data instead."
+        )
+
+
+@contextlib.contextmanager
+def _batch_check_errors():
+    """Raises a batch check that failed inside a `tf.data` pipeline as the
+    `ValueError` it was, not as a framework error."""
+    try:
+        yield
+    except Exception as error:
+        reraise_batch_check(error)
+        raise

@@ -1,6 +1,23 @@
-"""Backend-neutral operations of the local losses (`keras.ops` only)."""
+"""Backend-neutral operations of the local losses (`keras.ops` only).
+
+Every loss and similarity matrix here is computed in float32 whatever the
+dtype of its inputs: under a mixed precision policy (`mixed_bfloat16`,
+`mixed_float16`) the blocks compute in 16 bits, but a mean over a batch, a
+centred and normalised row, or a softmax lose too much in 16 bits, and the
+losses of all blocks must share one dtype to be summed.
+"""
 
 from keras import ops
+
+#: The dtype of every local loss and similarity matrix.
+LOSS_DTYPE = "float32"
+
+
+def to_loss_dtype(x):
+    """`x` cast to `LOSS_DTYPE` (float32); the gradient is cast back to
+    `x`'s dtype on the way down, so a 16-bit block still gets a 16-bit
+    gradient."""
+    return ops.cast(x, LOSS_DTYPE)
 
 
 def safe_sqrt(x):
@@ -29,8 +46,9 @@ def similarity_matrix(x, epsilon=1e-8, spatial_std=True):
             than flattening them.
 
     Returns:
-        An `(N, N)` matrix.
+        An `(N, N)` float32 matrix (computed in float32).
     """
+    x = to_loss_dtype(x)
     shape = ops.shape(x)
     if len(shape) == 4 and spatial_std and shape[3] > 3 and shape[1] > 1:
         centred = x - ops.mean(x, axis=(1, 2), keepdims=True)
@@ -52,18 +70,39 @@ def label_similarity(labels, num_classes):
 
 def similarity_loss(similarity, labels, num_classes):
     """Mean squared difference, over all N^2 entries, between a similarity
-    matrix and the labels' similarity matrix (the paper's sim loss)."""
-    target = label_similarity(labels, num_classes)
-    return ops.mean(ops.square(similarity - target))
+    matrix and the labels' similarity matrix (the paper's sim loss), in
+    float32."""
+    return similarity_matching_loss(similarity, label_similarity(labels, num_classes))
+
+
+def similarity_matching_loss(similarity, target):
+    """Mean squared difference between two similarity matrices, in float32."""
+    return ops.mean(ops.square(to_loss_dtype(similarity) - to_loss_dtype(target)))
 
 
 def prediction_loss(logits, labels):
-    """Mean cross-entropy of integer labels given logits (the pred loss)."""
+    """Mean cross-entropy of integer labels given logits (the pred loss),
+    in float32."""
     return ops.mean(
         ops.sparse_categorical_crossentropy(
-            ops.cast(labels, "int32"), logits, from_logits=True
+            ops.cast(labels, "int32"), to_loss_dtype(logits), from_logits=True
         )
     )
+
+
+def binary_prediction_loss(targets, logits):
+    """Mean binary cross-entropy of 0/1 targets given logits (the pred loss
+    of the backprop-free rules), in float32."""
+    return ops.mean(
+        ops.binary_crossentropy(
+            to_loss_dtype(targets), to_loss_dtype(logits), from_logits=True
+        )
+    )
+
+
+def mean_squared_error(prediction, target):
+    """Mean squared difference over all entries, in float32."""
+    return ops.mean(ops.square(to_loss_dtype(prediction) - to_loss_dtype(target)))
 
 
 def feedback_alignment(apply, x, kernel, feedback):
@@ -95,7 +134,9 @@ def gradient_surrogate(x, gradient):
 
     Adding it to a loss injects a chosen error signal at `x` (the direct
     feedback of DFA, the targets of rec-LRA) without changing the loss's
-    value, so logged losses stay the real ones.
+    value, so logged losses stay the real ones. It is a float32 scalar
+    (to be added to float32 losses); `x` receives `gradient` cast to its
+    own dtype.
     """
-    inner = ops.sum(x * ops.stop_gradient(gradient))
+    inner = ops.sum(to_loss_dtype(x) * ops.stop_gradient(to_loss_dtype(gradient)))
     return inner - ops.stop_gradient(inner)

@@ -117,7 +117,7 @@ def test_labels_out_of_range_in_a_tf_data_set_are_rejected():
 def test_wrong_input_rank_is_rejected():
     model = tiny_conv_model()
     x, y = random_batch()
-    with pytest.raises(ValueError, match=r"rank 4 with shape \(batch, 8, 8, 3\)"):
+    with pytest.raises(ValueError, match=r"shape \(batch, 8, 8, 3\); got a batch of shape \(16, 8, 8\)"):
         model.fit(x[..., 0], y, verbose=0)
     unbuilt = zoo.vgg8b()
     with pytest.raises(ValueError, match=r"rank 4 \(batch, height, width, channels\)"):

@@ -9,6 +9,12 @@ from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
 from keras_local.layers.initializers import bias_initializer
 from keras_local.layers.initializers import kernel_initializer
 
+#: The dtype policy of every classifier head (the output layer, the local
+#: classifiers, the probes), as keras-hub's `head_dtype`: under a mixed
+#: precision policy the blocks compute in 16 bits but the logits, and the
+#: probabilities and cross-entropies made from them, stay float32.
+HEAD_DTYPE = "float32"
+
 
 @keras.saving.register_keras_serializable(package="keras_local")
 class PredictionHead(keras.layers.Layer):
@@ -30,6 +36,9 @@ class PredictionHead(keras.layers.Layer):
             the error through a fixed random matrix (feedback alignment), as
             the backprop-free heads and the `feedback-alignment` rule's output
             layer.
+        dtype: the layer's dtype policy, which its pooling and linear map
+            share; the heads this package creates pass `HEAD_DTYPE`
+            (float32) so that logits are float32 under a mixed policy.
 
     Example:
 
@@ -56,7 +65,8 @@ class PredictionHead(keras.layers.Layer):
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
         self.feedback = feedback
-        self.pooling = DecoderPooling(dim_in_decoder, name="pooling")
+        # Sublayers take the global policy unless told, so pass ours on.
+        self.pooling = DecoderPooling(dim_in_decoder, dtype=self.dtype_policy, name="pooling")
 
     @property
     def pool_size(self):
@@ -75,6 +85,7 @@ class PredictionHead(keras.layers.Layer):
             self.num_classes,
             kernel_initializer=kernel_initializer(self.kernel_initializer),
             bias_initializer=bias_init,
+            dtype=self.dtype_policy,
             name="dense",
         )
         self.dense.build((None, self.decoder_input_dim))

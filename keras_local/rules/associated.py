@@ -27,6 +27,11 @@ The decoded vector is a sigmoid output per class; the exit's logits are its
 logarithm, so `softmax(logits)` is the decoded vector normalised to sum to 1
 and its argmax is the paper's prediction.
 
+Under a mixed precision policy the label encoders and decoders compute in
+float32 (`HEAD_DTYPE`): the decoders are the network's classifier, and the
+exit's logits, like the losses, stay float32; the bridges compute in the
+policy's 16 bits, as the blocks.
+
 The authors train the autoencoders at twice the learning rate of the rest
 (each loss has its own Adam); here one optimizer does it through
 `ScaledDense(lr_multiplier=2)` encoders and decoders (exact for Adam).
@@ -35,16 +40,14 @@ The authors train the autoencoders at twice the learning rate of the rest
 import keras
 from keras import ops
 
+from keras_local.layers.prediction_head import HEAD_DTYPE
 from keras_local.layers.scaled_dense import ScaledDense
+from keras_local.ops import mean_squared_error
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
 
 #: Added before the logarithm of the decoded class scores.
 LOG_EPSILON = 1e-7
-
-
-def mean_squared_error(prediction, target):
-    return ops.mean(ops.square(prediction - target))
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
@@ -117,12 +120,14 @@ class AssociatedComponent(LocalObjective):
             code_units,
             activation=code_activation,
             lr_multiplier=autoencoder_lr_multiplier,
+            dtype=HEAD_DTYPE,
             name="encoder",
         )
         self.decoder = ScaledDense(
             self.lower_code_units,
             activation=code_activation,
             lr_multiplier=autoencoder_lr_multiplier,
+            dtype=HEAD_DTYPE,
             name="decoder",
         )
 

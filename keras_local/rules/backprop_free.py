@@ -20,6 +20,9 @@ from keras import ops
 from keras_local.layers.decoder_pooling import DecoderPooling
 from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
 from keras_local.layers.initializers import torch_kernel_initializer
+from keras_local.layers.prediction_head import HEAD_DTYPE
+from keras_local.ops import binary_prediction_loss
+from keras_local.ops import similarity_matching_loss
 from keras_local.ops import similarity_matrix
 from keras_local.rules.base import Rule
 from keras_local.rules.local_losses import WeightedLossParts
@@ -36,6 +39,10 @@ class BackpropFreeHeads(WeightedLossParts):
     over classes under independent bits. `block<i>_pred_accuracy` is thus a
     real accuracy (the reference code's compares an argmax over the 128 bits
     with the label, which is meaningless).
+
+    The rules create it with `dtype=HEAD_DTYPE` (float32): pooling, code
+    prediction and similarity are cheap next to the block, and their
+    logits and losses stay float32 under a mixed precision policy.
 
     Args:
         num_classes: number of classes.
@@ -58,7 +65,8 @@ class BackpropFreeHeads(WeightedLossParts):
     ):
         super().__init__(num_classes, pred_weight, sim_weight, dim_in_decoder, **kwargs)
         self.target_dim = target_dim
-        self.pooling = DecoderPooling(dim_in_decoder, name="pooling")
+        # Sublayers take the global policy unless told, so pass ours on.
+        self.pooling = DecoderPooling(dim_in_decoder, dtype=self.dtype_policy, name="pooling")
         self.decoder = None
         if pred_weight is not None:
             self.decoder = FeedbackAlignmentDense(
@@ -66,6 +74,7 @@ class BackpropFreeHeads(WeightedLossParts):
                 kernel_initializer="zeros",
                 bias_initializer="zeros",
                 feedback_initializer="torch",
+                dtype=self.dtype_policy,
                 name="decoder",
             )
 
@@ -85,7 +94,7 @@ class BackpropFreeHeads(WeightedLossParts):
 
     def class_codes(self):
         """The binary code of every class, `(num_classes, target_dim)`."""
-        return ops.cast(self.projection > 0, self.projection.dtype)
+        return ops.cast(self.projection > 0, self.compute_dtype)
 
     def _bits(self, pooled):
         return self.decoder(ops.reshape(pooled, (ops.shape(pooled)[0], -1)))
@@ -105,15 +114,12 @@ class BackpropFreeHeads(WeightedLossParts):
         loss = 0.0
         if self.decoder is not None:
             bits = self._bits(pooled)
-            targets = ops.cast(codes > 0, bits.dtype)
-            result["pred_loss"] = ops.mean(
-                ops.binary_crossentropy(targets, bits, from_logits=True)
-            )
+            result["pred_loss"] = binary_prediction_loss(codes > 0, bits)
             result["logits"] = self._decode(bits)
             loss = loss + self.pred_weight * result["pred_loss"]
         if self.sim_weight is not None:
             target = ops.stop_gradient(similarity_matrix(codes))
-            result["sim_loss"] = ops.mean(ops.square(similarity_matrix(pooled) - target))
+            result["sim_loss"] = similarity_matching_loss(similarity_matrix(pooled), target)
             loss = loss + self.sim_weight * result["sim_loss"]
         result["loss"] = loss
         return result
@@ -137,6 +143,7 @@ class _BackpropFreeRule(Rule):
             sim_weight=self.sim_weight,
             target_dim=self.target_dim,
             dim_in_decoder=self.dim_in_decoder,
+            dtype=HEAD_DTYPE,
             name=f"{block.name}_heads",
         )
 

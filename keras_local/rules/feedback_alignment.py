@@ -18,6 +18,7 @@ from keras import ops
 
 from keras_local.layers.initializers import torch_kernel_initializer
 from keras_local.ops import gradient_surrogate
+from keras_local.ops import to_loss_dtype
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
 
@@ -79,9 +80,12 @@ class DirectFeedback(LocalObjective):
         return {"loss": ops.zeros(()), "outputs": outputs}
 
     def top_down(self, result, signal):
+        # `e @ B` in float32; the (maybe 16-bit) block output receives it
+        # cast to its own dtype (`gradient_surrogate`).
         outputs = result["outputs"]
         flat = ops.reshape(outputs, (ops.shape(outputs)[0], -1))
-        term = gradient_surrogate(flat, ops.matmul(signal, self.feedback_matrix))
+        feedback = ops.matmul(to_loss_dtype(signal), to_loss_dtype(self.feedback_matrix))
+        term = gradient_surrogate(flat, feedback)
         return term, signal
 
     def get_config(self):
@@ -102,7 +106,9 @@ class DirectFeedbackAlignment(Rule):
         return DirectFeedback(num_classes, name=f"{block.name}_feedback")
 
     def output_signal(self, logits, labels):
-        # The gradient of the (weighted) mean cross-entropy w.r.t. the logits.
+        # The gradient of the (weighted) mean cross-entropy w.r.t. the logits,
+        # in float32 like the cross-entropy itself.
+        logits = to_loss_dtype(logits)
         batch_size = ops.cast(ops.shape(logits)[0], logits.dtype)
         one_hot = ops.one_hot(ops.cast(labels, "int32"), ops.shape(logits)[-1])
         error = (ops.softmax(logits) - one_hot) * (self.output_loss_weight / batch_size)

@@ -9,6 +9,7 @@ layer's cross-entropy by `1 - beta` as the reference code does.
 
 import keras
 
+from keras_local.layers.prediction_head import HEAD_DTYPE
 from keras_local.layers.prediction_head import PredictionHead
 from keras_local.layers.similarity_head import SimilarityHead
 from keras_local.ops import prediction_loss
@@ -78,7 +79,10 @@ class LocalLossHeads(WeightedLossParts):
         self.similarity_head = None
         if pred_weight is not None:
             self.prediction_head = PredictionHead(
-                num_classes, dim_in_decoder=dim_in_decoder, name="prediction_head"
+                num_classes,
+                dim_in_decoder=dim_in_decoder,
+                dtype=HEAD_DTYPE,
+                name="prediction_head",
             )
         if sim_weight is not None:
             self.similarity_head = SimilarityHead(name="similarity_head")

@@ -24,6 +24,7 @@ True
 import keras
 from keras import ops
 
+from keras_local.layers.prediction_head import HEAD_DTYPE
 from keras_local.layers.prediction_head import PredictionHead
 from keras_local.ops import prediction_loss
 from keras_local.rules.base import LocalObjective
@@ -58,7 +59,11 @@ class ProbedObjective(LocalObjective):
         inner_names = tuple(objective.loss_names) if objective is not None else ()
         self.loss_names = inner_names + ("probe",)
         self.probe = PredictionHead(
-            num_classes, dim_in_decoder=dim_in_decoder, kernel_initializer="zeros", name="probe"
+            num_classes,
+            dim_in_decoder=dim_in_decoder,
+            kernel_initializer="zeros",
+            dtype=HEAD_DTYPE,
+            name="probe",
         )
 
     def build(self, features_shape, outputs_shape=None, labels_shape=None):

@@ -19,6 +19,7 @@ import math
 import keras
 from keras import ops
 
+from keras_local.layers.prediction_head import HEAD_DTYPE
 from keras_local.ops import feedback_alignment_matmul
 from keras_local.ops import prediction_loss
 from keras_local.rules.base import LocalObjective
@@ -106,10 +107,14 @@ class RandomClassifierHead(LocalObjective):
 
     def predict(self, features, outputs):
         # Its value is `flat @ M` for every feedback; only the gradient differs.
-        flat = ops.reshape(outputs, (ops.shape(outputs)[0], -1))
+        # Cast explicitly: early exits call `predict` outside `__call__`,
+        # where nothing casts the block's (maybe 16-bit) outputs.
+        flat = ops.cast(ops.reshape(outputs, (ops.shape(outputs)[0], -1)), self.compute_dtype)
+        classifier = ops.cast(self.classifier_matrix, self.compute_dtype)
         if self.feedback_matrix is None:
-            return ops.matmul(flat, self.classifier_matrix)
-        return feedback_alignment_matmul(flat, self.classifier_matrix, self.feedback_matrix)
+            return ops.matmul(flat, classifier)
+        feedback = ops.cast(self.feedback_matrix, self.compute_dtype)
+        return feedback_alignment_matmul(flat, classifier, feedback)
 
     def call(self, features, outputs, labels, training=None):
         logits = self.predict(features, outputs)
@@ -153,6 +158,7 @@ class RandomClassifier(Rule):
             feedback=self.feedback,
             trainable_classifier=self.trainable,
             distribution=self.distribution,
+            dtype=HEAD_DTYPE,  # float32 logits under a mixed policy
             name=f"{block.name}_classifier",
         )
 

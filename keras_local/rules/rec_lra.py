@@ -76,6 +76,7 @@ from keras_local.layers.activations import get_activation
 from keras_local.layers.block import Block
 from keras_local.layers.dense_block import DenseBlock
 from keras_local.ops import gradient_surrogate
+from keras_local.ops import to_loss_dtype
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
 
@@ -170,10 +171,14 @@ class RecLRATargets(LocalObjective):
         output_error, error_above = signal
         source = output_error if self.from_output else error_above
         features = result["features"]
-        h = ops.reshape(features, (ops.shape(features)[0], -1))
+        # Targets and errors in float32 (the error synapses' dtype) under a
+        # mixed policy too; a 16-bit block gets its gradient cast back.
+        h = to_loss_dtype(ops.reshape(features, (ops.shape(features)[0], -1)))
+        source = to_loss_dtype(source)
+        error_synapses = to_loss_dtype(self.error_synapses)
         batch_size = ops.cast(ops.shape(h)[0], h.dtype)
         z = ops.stop_gradient(self._phi(h))
-        displacement = ops.stop_gradient(ops.matmul(source, self.error_synapses))  # eq. 3
+        displacement = ops.stop_gradient(ops.matmul(source, error_synapses))  # eq. 3
         target = self._phi(ops.stop_gradient(h) - self.beta * displacement)  # eq. 3
         error = ops.stop_gradient(z - target)  # eq. 4
         # eq. 5: d sum(h * e) / dW = e z_prev^T (batch mean).
@@ -291,6 +296,7 @@ class RecLRA(Rule):
 
     def output_signal(self, logits, labels):
         # The output's error neurons: softmax(v) - y, per example (eq. 4 at L).
+        logits = to_loss_dtype(logits)
         one_hot = ops.one_hot(ops.cast(labels, "int32"), ops.shape(logits)[-1])
         error = ops.stop_gradient(ops.softmax(logits) - one_hot)
         return error, error

@@ -13,7 +13,17 @@ class JaxSteps:
     backward passes. One optimizer update per step.
     """
 
-    def _stateless_objective(self, trainable, non_trainable, x, labels, training):
+    def _stateless_objective(
+        self, trainable, non_trainable, x, labels, training, optimizer_values=None
+    ):
+        """Returns `(loss to differentiate, (total, results, non_trainable))`.
+
+        With `optimizer_values` the loss to differentiate is multiplied by the
+        optimizer's loss scale (`mixed_float16`'s `LossScaleOptimizer`, which
+        divides it out of the gradients in `stateless_apply`). A
+        `keras.distribution` runs this on the global batch, so no scaling
+        for the number of devices is needed.
+        """
         mapping = list(zip(self.trainable_variables, trainable)) + list(
             zip(self.non_trainable_variables, non_trainable)
         )
@@ -24,7 +34,12 @@ class JaxSteps:
         non_trainable = [
             _current(scope, variable) for variable in self.non_trainable_variables
         ]
-        return total, (results, non_trainable)
+        loss = total
+        if optimizer_values is not None:
+            mapping = list(zip(self.optimizer.variables, optimizer_values))
+            with keras.StatelessScope(state_mapping=mapping):
+                loss = self.optimizer.scale_loss(total)
+        return loss, (total, results, non_trainable)
 
     def _stateless_metrics(self, metrics_values, total, results, labels):
         mapping = list(zip(self.metrics_variables, metrics_values))
@@ -38,7 +53,7 @@ class JaxSteps:
         Returns `(grads, total, results)`."""
         trainable = [v.value for v in self.trainable_variables]
         non_trainable = [v.value for v in self.non_trainable_variables]
-        (total, (results, _)), grads = jax.value_and_grad(
+        (_, (total, results, _)), grads = jax.value_and_grad(
             self._stateless_objective, has_aux=True
         )(trainable, non_trainable, x, labels, training)
         return grads, total, results
@@ -46,9 +61,9 @@ class JaxSteps:
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_values, metrics_values = state
         x, labels = self.unpack(data)
-        (total, (results, non_trainable)), grads = jax.value_and_grad(
+        (_, (total, results, non_trainable)), grads = jax.value_and_grad(
             self._stateless_objective, has_aux=True
-        )(trainable, non_trainable, x, labels, True)
+        )(trainable, non_trainable, x, labels, True, optimizer_values)
         trainable, optimizer_values = self.optimizer.stateless_apply(
             optimizer_values, grads, trainable
         )
@@ -60,7 +75,7 @@ class JaxSteps:
     def test_step(self, state, data):
         trainable, non_trainable, metrics_values = state
         x, labels = self.unpack(data)
-        total, (results, non_trainable) = self._stateless_objective(
+        _, (total, results, non_trainable) = self._stateless_objective(
             trainable, non_trainable, x, labels, False
         )
         logs, metrics_values = self._stateless_metrics(
