@@ -1,5 +1,5 @@
 """Shared fixtures: small real Fashion-MNIST subsets, tiny models, and a
-gradient helper that works on the TensorFlow and JAX backends."""
+gradient helper that works on the TensorFlow, JAX and PyTorch backends."""
 
 import keras
 import numpy as np
@@ -65,4 +65,15 @@ def gradients(loss_fn, variables):
 
         grads = jax.grad(wrapped)([v.value for v in variables])
         return [np.asarray(g) for g in grads]
+    if BACKEND == "torch":
+        import torch
+
+        loss = loss_fn()
+        if not loss.requires_grad:  # reaches none of the variables
+            return [np.zeros(v.shape) for v in variables]
+        grads = torch.autograd.grad(loss, [v.value for v in variables], allow_unused=True)
+        return [
+            np.zeros(v.shape) if g is None else g.detach().cpu().numpy()
+            for g, v in zip(grads, variables)
+        ]
     pytest.skip(f"no gradient helper for the {BACKEND} backend")

@@ -91,7 +91,7 @@ def test_sim_bpf_compares_the_activation_with_the_codes_similarity():
     # (weightless) similarity computation is differentiated.
     (dh,) = gradients(lambda: heads(h, h, y)["loss"], [h])
     target = numpy(similarity_matrix(ops.convert_to_tensor(P[y])))
-    (reference,) = gradients(lambda: ops.mean(ops.square(similarity_matrix(h) - target)), [h])
+    (reference,) = gradients(lambda: ops.mean(ops.square(ops.subtract(similarity_matrix(h), target))), [h])
     np.testing.assert_allclose(dh, reference, rtol=1e-4, atol=1e-7)
 
 

@@ -36,7 +36,7 @@ def test_dense_value_input_gradient_and_kernel_gradient():
     assert not np.allclose(W, B)
 
     np.testing.assert_allclose(numpy(layer(x)), numpy(x) @ W + b, rtol=1e-5, atol=1e-6)
-    dx, dW, db = gradients(lambda: ops.sum(layer(x) * g), [x, layer.kernel, layer.bias])
+    dx, dW, db = gradients(lambda: ops.sum(ops.multiply(layer(x), g)), [x, layer.kernel, layer.bias])
     np.testing.assert_allclose(dx, g @ B.T, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dW, numpy(x).T @ g, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(db, g.sum(axis=0), rtol=1e-5, atol=1e-6)
@@ -56,9 +56,9 @@ def test_conv_value_input_gradient_and_kernel_gradient():
     backward.set_weights([numpy(layer.feedback_kernel)])
 
     np.testing.assert_allclose(numpy(layer(x)), numpy(forward(x)), rtol=1e-5, atol=1e-5)
-    dx, dW = gradients(lambda: ops.sum(layer(x) * g), [x, layer.kernel])
-    (dx_through_b,) = gradients(lambda: ops.sum(backward(x) * g), [x])
-    dx_through_w, dW_true = gradients(lambda: ops.sum(forward(x) * g), [x, forward.kernel])
+    dx, dW = gradients(lambda: ops.sum(ops.multiply(layer(x), g)), [x, layer.kernel])
+    (dx_through_b,) = gradients(lambda: ops.sum(ops.multiply(backward(x), g)), [x])
+    dx_through_w, dW_true = gradients(lambda: ops.sum(ops.multiply(forward(x), g)), [x, forward.kernel])
     np.testing.assert_allclose(dx, dx_through_b, rtol=1e-4, atol=1e-5)
     assert not np.allclose(dx, dx_through_w, atol=1e-3)  # not the transpose of W
     np.testing.assert_allclose(dW, dW_true, rtol=1e-4, atol=1e-5)
@@ -125,7 +125,7 @@ def test_feedback_alignment_sends_the_output_error_through_b():
     error = (p - np.eye(3)[y]) / len(y)
     signal = error @ numpy(dense.feedback_kernel).T
     expected = gradients(
-        lambda: ops.sum(block(x, training=True)[1] * signal), block.trainable_variables
+        lambda: ops.sum(ops.multiply(block(x, training=True)[1], signal)), block.trainable_variables
     )
     for variable, reference in zip(block.trainable_variables, expected):
         np.testing.assert_allclose(by_variable[id(variable)], reference, rtol=1e-4, atol=1e-7, err_msg=variable.path)
@@ -133,7 +133,7 @@ def test_feedback_alignment_sends_the_output_error_through_b():
     np.testing.assert_allclose(by_variable[id(dense.bias)], error.sum(0), rtol=1e-4, atol=1e-7)
     # With W2^T instead of B2^T the block's gradient would differ.
     wrong = gradients(
-        lambda: ops.sum(block(x, training=True)[1] * (error @ numpy(dense.kernel).T)),
+        lambda: ops.sum(ops.multiply(block(x, training=True)[1], error @ numpy(dense.kernel).T)),
         [block.kernel_layer.kernel],
     )[0]
     assert not np.allclose(by_variable[id(block.kernel_layer.kernel)], wrong, atol=1e-4)
@@ -162,7 +162,7 @@ def test_direct_feedback_sends_the_output_error_through_b_to_every_block():
 
         def surrogate(block=block, x_in=inputs[index], signal=signal):
             _, out = block(x_in, training=True)
-            return ops.sum(out * signal)
+            return ops.sum(ops.multiply(out, signal))
 
         variables = model.stage_variables(index)
         for variable, expected in zip(variables, gradients(surrogate, variables)):

@@ -94,7 +94,7 @@ def test_feedback_random_sends_the_input_gradient_through_fixed_filters():
     x = keras.Variable(rng.normal(size=(2, 5, 5, 3)).astype("float32"), name="x")
     g = rng.normal(size=(2, 5, 5, 4)).astype("float32")
     np.testing.assert_allclose(numpy(layer(x)), reference(layer, numpy(x)), rtol=1e-5, atol=1e-5)
-    dx, dk = gradients(lambda: ops.sum(layer(x) * g), [x, layer.kernel])
+    dx, dk = gradients(lambda: ops.sum(ops.multiply(layer(x), g)), [x, layer.kernel])
     active = (numpy(x)[..., None] + numpy(layer.masks)) > 0  # (2, 5, 5, 3, 2)
     B = numpy(layer.feedback_kernel).reshape(6, 4)
     expected = ((g @ B.T).reshape(2, 5, 5, 3, 2) * active).sum(axis=-1)

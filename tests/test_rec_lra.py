@@ -247,7 +247,7 @@ def test_feature_maps_read_the_output_error_and_learn_by_their_own_local_gradien
 
         def surrogate(block=block, x_in=inputs[stage], error=error):
             f, _ = block(x_in, training=True)
-            return ops.sum(ops.reshape(f, (len(x), -1)) * error) / len(x)
+            return ops.sum(ops.multiply(ops.reshape(f, (len(x), -1)), error)) / len(x)
 
         for variable, reference in zip(block.trainable_variables, gradients(surrogate, block.trainable_variables)):
             np.testing.assert_allclose(

@@ -12,14 +12,16 @@ if _backend == "tensorflow":
     from keras_local.train_steps.tensorflow import TensorFlowSteps as BackendSteps
 elif _backend == "jax":
     from keras_local.train_steps.jax import JaxSteps as BackendSteps
+elif _backend == "torch":
+    from keras_local.train_steps.torch import TorchSteps as BackendSteps
 else:
 
     class BackendSteps:
         def train_step(self, *args, **kwargs):
             raise NotImplementedError(
-                f"keras_local trains on the TensorFlow and JAX backends; the "
-                f"{_backend!r} backend is not supported yet. Set KERAS_BACKEND "
-                "to 'tensorflow' or 'jax'."
+                f"keras_local trains on the TensorFlow, JAX and PyTorch backends; "
+                f"the {_backend!r} backend is not supported. Set KERAS_BACKEND "
+                "to 'tensorflow', 'jax' or 'torch'."
             )
 
         test_step = train_step
