@@ -31,8 +31,15 @@ class LocalModel(BackendSteps, keras.Model):
     step over all variables. On TensorFlow each stage has its own
     `GradientTape`; on JAX the detached objectives are summed and
     differentiated in one jitted step, which gives every block the same
-    gradient (see `compute_gradients`). A rule that does not detach (backprop)
-    makes the whole network one stage.
+    gradient (see `compute_gradients`); on torch each segment's loss is
+    backpropagated as soon as the segment has run. A rule that does not
+    detach (backprop) makes the whole network one stage.
+
+    Made without `input_shape`, the model is built from its first batch's
+    shape, with an open batch axis, before any step runs. `fit`,
+    `evaluate`, `predict` and `*_on_batch` check every batch of every input
+    kind (`keras_local.batch_checks`): a bad label or a wrong input shape
+    raises a `ValueError` before a step runs on it.
 
     `fit`, `evaluate` and their logs report `loss` (the summed objective),
     `accuracy` and `output_loss` (the output layer's accuracy and unweighted
