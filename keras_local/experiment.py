@@ -21,7 +21,6 @@ import time
 import keras
 
 from keras_local import data as data_lib
-from keras_local import rules as rules_lib
 from keras_local import zoo
 from keras_local.callbacks import BlockReport
 from keras_local.callbacks import CompactProgbarLogger
@@ -247,11 +246,12 @@ def train(
     builder = zoo.get(model)
     augmentation = data_lib.augmentation(dataset, cutout, seed) if augment else None
     # Validates the options (a parameter the rule does not take is a
-    # ValueError naming the ones it does).
-    rule_object = rules_lib.get(rule, **rule_options)
+    # ValueError naming the ones it does) the way the builder resolves them.
+    rule_object = zoo.resolve_rule(model, rule, rule_options)
     network = builder(
         # Name and given options, so the builder's architecture defaults
-        # (e.g. al_mlp's 1024-unit code) fill in what the user did not set.
+        # (e.g. al_mlp's 1024-unit code) fill in what the user did not set
+        # (`zoo.resolve_rule`, as `keras-local tune` builds it).
         rule={"name": rule_object.name, "config": dict(rule_options)},
         num_classes=info.num_classes,
         input_shape=info.input_shape,

@@ -9,7 +9,10 @@
 `LocalHyperModel` is a `keras_tuner.HyperModel` that builds a zoo model with
 a rule from sampled hyperparameters: the learning rate (log scale), the
 dropout rate and, for rules that take it (`keras_local.rules.parameters`),
-predsim's `beta`; any other builder argument can be searched too. `tune` runs
+predsim's `beta`; any other builder argument can be searched too, and any
+rule parameter as a rule option (`rule.code_units`, `rule.gamma`). The rule
+is resolved as `keras-local train` resolves it (`keras_local.zoo.resolve_rule`),
+so both build the same network. `tune` runs
 the search (Hyperband by default, or random search or Bayesian optimisation)
 with the validation accuracy of the output layer as the objective, measured
 on a held-out part of the *training* set (`split_validation`; the test set
@@ -131,7 +134,9 @@ def normalize_space(space, rule=None):
     """Checks a search space and writes every entry in its full form.
 
     `space` maps a builder argument (`learning_rate`, `dropout`, `beta`,
-    `width`, `units`, ...) to:
+    `width`, `units`, ...), or a rule parameter as `rule.<name>` (e.g.
+    `rule.code_units`, `rule.gamma`: searched as a rule option; in TOML a
+    `[space.rule]` table or a quoted `"rule.code_units"` key), to:
 
     * `[min, max]` or `{"min": .., "max": .., "step": .., "sampling": ..}`:
       a range, of integers when both ends are integers (`hp.Int`), else of
@@ -152,20 +157,51 @@ def normalize_space(space, rule=None):
     """
     if not isinstance(space, dict):
         raise ValueError(f"The search space must be a dict, got {space!r}.")
+    space = _flatten_rule_table(space)
     accepted = rules_lib.parameters(rule) if rule is not None else None
     normalized = {}
     for name, spec in space.items():
         if spec is None:
             continue
+        parameter = _rule_parameter(name)
+        if parameter == "":
+            raise ValueError(f"The search space entry {name!r} names no rule parameter.")
         normalized[name] = _normalize_entry(name, spec)
-        if accepted is not None and name in _RULE_ONLY and name not in accepted:
-            takes = ", ".join(accepted) or "no parameters"
-            raise ValueError(
-                f"Rule {rule!r} does not take {name}, so it cannot be searched; "
-                f"the rule takes {takes}."
-            )
-        _check_bounds(name, normalized[name])
+        checked = parameter if parameter is not None else name
+        if accepted is not None and (parameter is not None or name in _RULE_ONLY):
+            if checked not in accepted:
+                takes = ", ".join(accepted) or "no parameters"
+                raise ValueError(
+                    f"Rule {rule!r} does not take {checked}, so it cannot be searched; "
+                    f"the rule takes {takes}."
+                )
+        _check_bounds(checked, normalized[name])
     return normalized
+
+
+#: Search-space entries named `rule.<name>` search the rule parameter `<name>`.
+RULE_PREFIX = "rule."
+
+
+def _rule_parameter(name):
+    """The rule parameter a search-space entry searches as a rule option
+    (`"rule.gamma"` -> `"gamma"`), or `None` for a builder argument."""
+    return name[len(RULE_PREFIX):] if name.startswith(RULE_PREFIX) else None
+
+
+def _flatten_rule_table(space):
+    """`{"rule": {"gamma": [..]}}` (a `[space.rule]` TOML table) as
+    `{"rule.gamma": [..]}`; other entries unchanged."""
+    table = space.get("rule")
+    if not isinstance(table, dict) or set(table) <= _SPEC_KEYS:
+        return space
+    flat = {}
+    for name, spec in space.items():
+        if name == "rule":
+            flat.update({RULE_PREFIX + key: value for key, value in table.items()})
+        else:
+            flat[name] = spec
+    return flat
 
 
 #: Builder arguments that only some rules take (the builders pass them on).
@@ -323,7 +359,11 @@ class LocalHyperModel(keras_tuner.HyperModel):
         fixed: other builder arguments, held fixed (e.g. `{"layers": 1,
             "units": 8}` or `{"dim_in_decoder": 1024}`).
         rule_options: the rule's other parameters (e.g. `{"feedback":
-            "scfb"}`).
+            "scfb"}`). The rule is built as `keras-local train` builds it
+            (`keras_local.zoo.resolve_rule`): the network's own defaults of
+            rule parameters (e.g. `al_mlp`'s 1024-unit associated-learning
+            code) apply where neither these options, `fixed` nor the space
+            (`rule.<name>` entries, searched as rule options) set them.
         augmentation: `None`, or a function of no arguments that returns
             a fresh training augmentation layer for each model (keras-tuner
             clears the session between trials, so a layer is not shared).
@@ -360,8 +400,12 @@ class LocalHyperModel(keras_tuner.HyperModel):
         rules_lib.get(rule, **self.rule_options)
         self.space = normalize_space(default_space(rule) if space is None else space, rule)
         self.fixed = dict(fixed or {})
+        searched_options = {
+            _rule_parameter(name) for name in self.space if _rule_parameter(name) is not None
+        }
+        arguments = {name for name in self.space if _rule_parameter(name) is None}
         reserved = {"rule", "num_classes", "input_shape", "augmentation"}
-        clashes = sorted((set(self.fixed) | set(self.space)) & reserved)
+        clashes = sorted((set(self.fixed) | arguments) & reserved)
         if clashes:
             raise ValueError(
                 f"{', '.join(clashes)} cannot be searched or fixed: LocalHyperModel "
@@ -370,8 +414,12 @@ class LocalHyperModel(keras_tuner.HyperModel):
         both = sorted(set(self.fixed) & set(self.space))
         if both:
             raise ValueError(f"{', '.join(both)} is both searched and fixed.")
-        options = sorted((set(self.fixed) | set(self.space)) & set(self.rule_options))
+        options = sorted(
+            (set(self.fixed) | arguments | searched_options) & set(self.rule_options)
+        )
+        options += sorted((set(self.fixed) | arguments) & searched_options)
         if options:
+            # (A searched `rule.<name>` counts as a rule option.)
             raise ValueError(
                 f"{', '.join(options)} is given as a rule option and as a builder "
                 "argument; give it once."
@@ -381,7 +429,7 @@ class LocalHyperModel(keras_tuner.HyperModel):
                 raise ValueError(f"Rule {rule!r} does not take {name}.")
         parameters = inspect.signature(self.builder).parameters
         if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
-            unknown = sorted((set(self.fixed) | set(self.space)) - set(parameters))
+            unknown = sorted((set(self.fixed) | arguments) - set(parameters))
             if unknown:
                 raise ValueError(
                     f"zoo.{model} does not take {', '.join(unknown)}; it takes "
@@ -397,6 +445,20 @@ class LocalHyperModel(keras_tuner.HyperModel):
         self.augmentation = augmentation
         self.seed = seed
         self.jit_compile = jit_compile
+        # The fixed settings resolve as the builder will resolve them.
+        zoo.resolve_rule(model, rule, self.rule_options, **self.fixed)
+
+    def rule_spec(self, values):
+        """The rule the builder gets for sampled `values`: the name with the
+        user's options and the searched `rule.<name>` values, so the builder
+        (`zoo.resolve_rule`) fills in the network's own defaults of the
+        parameters no one set, exactly as `keras-local train` does."""
+        options = dict(self.rule_options)
+        for name, value in values.items():
+            parameter = _rule_parameter(name)
+            if parameter is not None:
+                options[parameter] = value
+        return {"name": self.rule, "config": options}
 
     def declare(self, hp):
         """Declares the search space on `hp`; returns the sampled values."""
@@ -408,12 +470,12 @@ class LocalHyperModel(keras_tuner.HyperModel):
             keras.utils.set_random_seed(self.seed)
         augmentation = self.augmentation() if self.augmentation is not None else None
         model = self.builder(
-            rule=rules_lib.get(self.rule, **self.rule_options),
+            rule=self.rule_spec(values),
             num_classes=self.num_classes,
             input_shape=self.input_shape,
             augmentation=augmentation,
             **self.fixed,
-            **values,
+            **{name: v for name, v in values.items() if _rule_parameter(name) is None},
         )
         if self.jit_compile is not None:
             model.compile(optimizer=model.optimizer, jit_compile=self.jit_compile)
@@ -1130,12 +1192,17 @@ def _train_command(model, rule, dataset, hypermodel, values, train_examples, bat
     if dataset is None:
         return None
     arguments = {**hypermodel.fixed, **values}
+    # Searched rule parameters (`rule.<name>`) are rule options there.
+    searched = {
+        _rule_parameter(k): _short(v) for k, v in values.items() if _rule_parameter(k) is not None
+    }
+    arguments = {k: v for k, v in arguments.items() if _rule_parameter(k) is None}
     if any(name not in _TRAIN_OPTIONS for name in arguments):
         return None
     words = ["keras-local", "train", "--model", model, "--rule", rule, "--dataset", dataset]
     for name, value in arguments.items():
         words += [_TRAIN_OPTIONS[name], _short(value)]
-    for name, value in hypermodel.rule_options.items():
+    for name, value in {**hypermodel.rule_options, **searched}.items():
         words += ["--rule-option", f"{name}={value}"]
     if batch_size != 128:
         words += ["--batch-size", str(batch_size)]

@@ -24,9 +24,16 @@ keywords. Two things a rule may use:
   groups (`Rule.trains_groups`, associated learning): a ResNet's stem and
   stages, a VGG's stages, one block each in an MLP.
 - architecture defaults of rule parameters (e.g. the associated-learning
-  code width of each network): applied only to a rule given by name that
-  takes the parameter (`_get_rule`); a `Rule` instance keeps its own.
+  code width of each network): applied only to a rule given by name (or a
+  `{"name", "config"}` dict) that takes the parameter and where the caller
+  did not set it; a `Rule` instance keeps its own. `resolve_rule` is the one
+  place that decides a builder's rule: every builder calls it, and
+  `experiment.train` and `tuning.LocalHyperModel` pass the rule as a name
+  with the user's options, so `keras-local train` and `keras-local tune`
+  build the same network.
 """
+
+import inspect
 
 import keras
 
@@ -76,32 +83,127 @@ AL_BRIDGE_MULTIPLIER = 5
 
 
 def _get_rule(rule, beta=None, dim_in_decoder=None, **architecture_defaults):
-    """The builder's rule: `rules.get(rule, beta=, dim_in_decoder=)`, plus
-    the architecture's defaults of rule parameters.
-
-    `architecture_defaults` (e.g. `code_units=1024`) are the values this
-    network's paper uses for parameters of some rules. Each applies only
-    when `rule` is a registered name (or a `{"name", "config"}` dict, as the
-    CLI passes its rule options) whose rule takes that parameter and the
-    caller did not give it, so `al_mlp(rule="associated")` gets a 1024-unit
-    code and `al_mlp(rule="backprop")` is unaffected. A `Rule` instance
-    keeps its own values.
+    """`_resolve(rule, {"beta": beta, "dim_in_decoder": dim_in_decoder},
+    architecture_defaults)`: the rule with the architecture's defaults of
+    rule parameters where the caller did not set them.
 
     >>> _get_rule("associated", code_units=1024).code_units
     1024
     >>> _get_rule("backprop", code_units=1024)
     Backprop()
     """
-    overrides = {"beta": beta, "dim_in_decoder": dim_in_decoder}
+    return _resolve(
+        rule, {"beta": beta, "dim_in_decoder": dim_in_decoder}, architecture_defaults
+    )
+
+
+def _resolve(rule, options, architecture_defaults):
+    """The `Rule` for `rule` (a name, a `{"name", "config"}` dict or a `Rule`)
+    with the caller's `options` (rule parameters; `None` values are unset)
+    and, for a rule given by name or dict, each architecture default the
+    rule takes and neither the dict's config nor `options` sets. A `Rule`
+    instance keeps its own values (only `options` override them)."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
     name, given = rule, {}
     if isinstance(rule, dict):
-        name, given = rule.get("name"), rule.get("config", {})
+        name, given = rule.get("name"), dict(rule.get("config") or {})
     if isinstance(name, str) and name in rules_lib.names():
         accepted = rules_lib.parameters(name)
-        for key, value in architecture_defaults.items():
-            if key in accepted and key not in given and overrides.get(key) is None:
-                overrides[key] = value
-    return rules_lib.get(rule, **overrides)
+        applied = {
+            key: value
+            for key, value in architecture_defaults.items()
+            if key in accepted and key not in given and key not in options
+        }
+        return rules_lib.get(name, **{**given, **applied, **options})
+    return rules_lib.get(rule, **options)
+
+
+def _al_mlp_code_units(units, width, code_units):
+    """`al_mlp`'s associated-learning code width: `code_units`, or the
+    hidden width `units * width` when `None`."""
+    return int(units * width) if code_units is None else code_units
+
+
+#: Per builder family, its architecture defaults of rule parameters as a
+#: function of the builder's arguments (the defaults `_resolve` applies).
+_RULE_DEFAULTS = {
+    "vgg": lambda a: {"code_units": AL_CODE_UNITS},
+    "resnet": lambda a: {"code_units": AL_CODE_UNITS},
+    "al_mlp": lambda a: {
+        "code_units": _al_mlp_code_units(a["units"], a["width"], a["code_units"])
+    },
+    "al_cnn": lambda a: {"code_units": a["code_units"]},
+}
+
+#: The zoo models built by a shared builder (whose defaults they share).
+_FAMILIES = {
+    "vgg8b": "vgg",
+    "vgg11b": "vgg",
+    "resnet20": "resnet",
+    "resnet32": "resnet",
+    "resnet18": "resnet",
+    "presnet18": "resnet",
+}
+
+
+def _family_rule(family, rule, options=None, /, **arguments):
+    """The rule a builder of `family` uses: its architecture defaults (from
+    the builder's `arguments`) where the caller did not set the parameter;
+    `beta` and `dim_in_decoder` among `arguments` are the caller's."""
+    options = dict(options or {})
+    for key in ("beta", "dim_in_decoder"):
+        if arguments.get(key) is not None:
+            options[key] = arguments[key]
+    defaults = _RULE_DEFAULTS.get(family, lambda a: {})(arguments)
+    return _resolve(rule, options, defaults)
+
+
+def resolve_rule(model, rule=None, options=None, **arguments):
+    """The `Rule` that `zoo.get(model)(rule=rule, **arguments)` trains with,
+    with the rule parameters in `options` set.
+
+    The one place that turns a model, a rule and the user's settings into
+    the rule: the builders call it, and the command line's `train` and
+    `tune` (`experiment.train`, `tuning.LocalHyperModel`) pass the rule to
+    the builders by name with the user's options, so both get the network's
+    own defaults of the parameters the user did not set, e.g. `al_mlp`'s
+    1024-unit code under `associated`:
+
+    >>> resolve_rule("al_mlp", "associated").code_units
+    1024
+    >>> resolve_rule("al_mlp", "associated", {"code_units": 64}).code_units
+    64
+    >>> resolve_rule("al_cnn").code_units
+    256
+
+    Args:
+        model: a zoo model name (`names()`).
+        rule: a rule name, a `{"name", "config"}` dict or a `Rule`
+            instance (which keeps its own values); `None`: the model's
+            default rule.
+        options: rule parameters the user set, e.g. `{"code_units": 64}` or
+            `{"beta": 0.9}`; they win over the architecture's defaults.
+        **arguments: the builder's arguments (others are ignored): `beta`
+            and `dim_in_decoder` (rule parameters the builders take; `None`
+            is unset) and those the architecture defaults depend on (e.g.
+            `al_mlp`'s `units`, `width` and `code_units`). Missing ones take
+            the builder's defaults.
+
+    Raises:
+        ValueError: for an unknown model or rule, or an option the rule does
+            not take.
+    """
+    get(model)
+    family = _FAMILIES.get(model, model)
+    bound = {
+        name: parameter.default
+        for name, parameter in inspect.signature(_BUILDERS.get(family) or _BASES[family])
+        .parameters.items()
+        if parameter.default is not parameter.empty
+    }
+    bound.update(arguments)
+    default_rule = bound.pop("rule")
+    return _family_rule(family, default_rule if rule is None else rule, options, **bound)
 
 
 def _scaled(filters, width):
@@ -225,7 +327,7 @@ def mlp(
     Every block is a group of its own (the components of rules that train
     groups).
     """
-    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
+    rule = _family_rule("mlp", rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or rule.default_activation
     blocks = _dense_stack([int(units * width)] * layers, activation=activation, dropout=dropout)
     return _finish(
@@ -279,9 +381,7 @@ def vgg(
         width is 300 (the authors' `neuron_num` for VGG) unless the rule
         says otherwise.
     """
-    rule = _get_rule(
-        rule, beta=beta, dim_in_decoder=dim_in_decoder, code_units=AL_CODE_UNITS
-    )
+    rule = _family_rule("vgg", rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or rule.default_activation
     blocks = _conv_stack(
         config, width=width, activation=activation, dropout=dropout, stem=True, conv=conv
@@ -386,7 +486,7 @@ def mostafa_mlp(
             classifiers.
         The other arguments are as in `mlp` (every block a group of its own).
     """
-    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
+    rule = _family_rule("mostafa_mlp", rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or "relu"
     blocks = _dense_stack(
         [int(units * width)] * layers,
@@ -458,7 +558,7 @@ def mostafa_cnn5(
         The other arguments are as in `mostafa_mlp`. Every block, each
         pooled, is a group of its own.
     """
-    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
+    rule = _family_rule("mostafa_cnn5", rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or "relu"
     augmentation = _with_input_dropout(augmentation, input_dropout)
     blocks = [
@@ -533,7 +633,7 @@ def mostafa_cnn10(
         The other arguments are as in `mostafa_mlp`. Groups: the five pooled
         stages of two convolutions each.
     """
-    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
+    rule = _family_rule("mostafa_cnn10", rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or "relu"
     blocks = _conv_stack(
         MOSTAFA_CNN10_CONFIG,
@@ -617,9 +717,7 @@ def resnet(
             "stages must be positive block counts, one per entry of filters; got "
             f"stages={stages!r}, filters={filters!r}."
         )
-    rule = _get_rule(
-        rule, beta=beta, dim_in_decoder=dim_in_decoder, code_units=AL_CODE_UNITS
-    )
+    rule = _family_rule("resnet", rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or rule.default_activation
     channels = [_scaled(f, width) for f in filters]
     blocks = [
@@ -800,8 +898,11 @@ def al_mlp(
         The other arguments are as in `mlp`.
     """
     hidden = int(units * width)
-    code = hidden if code_units is None else code_units
-    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder, code_units=code)
+    code = _al_mlp_code_units(units, width, code_units)
+    rule = _family_rule(
+        "al_mlp", rule, beta=beta, dim_in_decoder=dim_in_decoder, units=units, width=width,
+        code_units=code_units,
+    )
     activation = activation or rule.default_activation
     widths = [hidden] * layers
     if rule.has_output_layer:
@@ -875,7 +976,9 @@ def al_cnn(
     """
     if downsample not in ("stride", "pool"):
         raise ValueError(f"downsample must be 'stride' or 'pool', got {downsample!r}.")
-    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder, code_units=code_units)
+    rule = _family_rule(
+        "al_cnn", rule, beta=beta, dim_in_decoder=dim_in_decoder, code_units=code_units
+    )
     activation = activation or rule.default_activation
     blocks = []
     for i, filters in enumerate(AL_CNN_FILTERS, start=1):
@@ -946,7 +1049,7 @@ def lra_mlp(
         batch_norm: off by default.
         The other arguments are as in `mlp` (every block a group of its own).
     """
-    rule = _get_rule(rule, beta=beta, dim_in_decoder=dim_in_decoder)
+    rule = _family_rule("lra_mlp", rule, beta=beta, dim_in_decoder=dim_in_decoder)
     activation = activation or rule.default_activation
     blocks = _dense_stack(
         [int(units * width)] * layers,
@@ -980,6 +1083,10 @@ _BUILDERS = {
     "al_cnn": al_cnn,
     "lra_mlp": lra_mlp,
 }
+
+
+#: The shared builders of `_FAMILIES`.
+_BASES = {"vgg": vgg, "resnet": resnet}
 
 
 def names():

@@ -226,6 +226,89 @@ def test_rule_without_beta_gets_no_beta_hyperparameter():
         searched("pred", space={"depth": [1, 3]})
 
 
+class _Built(Exception):
+    """Stops `experiment.train` once it has built its network."""
+
+
+def _built_by_train(monkeypatch, tmp_path, **kwargs):
+    """The network `experiment.train` (`keras-local train`) builds."""
+    from keras_local import data as data_lib
+    from keras_local import experiment
+    from keras_local import zoo
+
+    built, get = [], zoo.get
+
+    def recording(name):
+        builder = get(name)
+        return lambda **arguments: built.append(builder(**arguments)) or built[-1]
+
+    def stop(*args, **kwargs):
+        raise _Built
+
+    monkeypatch.setattr(zoo, "get", recording)
+    monkeypatch.setattr(data_lib, "load", stop)
+    with pytest.raises(_Built):
+        experiment.train(
+            dataset="mnist", epochs=1, output=str(tmp_path / "m.keras"), verbose=0, **kwargs
+        )
+    return built[-1]
+
+
+@pytest.mark.parametrize("options, code_units", [(None, 1024), ({"code_units": 64}, 64)])
+def test_train_and_tune_build_the_same_rule(monkeypatch, tmp_path, options, code_units):
+    """`tune` builds al_mlp under associated as `train` and the builder do:
+    the network's 1024-unit code unless the user sets it, and then theirs."""
+    from keras_local import zoo
+
+    hypermodel = tuning.LocalHyperModel(
+        "al_mlp", "associated", input_shape=(28, 28, 1), num_classes=10, rule_options=options
+    )
+    tuned = hypermodel.build(keras_tuner.HyperParameters()).rule
+    trained = _built_by_train(
+        monkeypatch, tmp_path, model="al_mlp", rule="associated", rule_options=options
+    ).rule
+    monkeypatch.undo()
+    built = zoo.al_mlp(rule={"name": "associated", "config": dict(options or {})}).rule
+    resolved = zoo.resolve_rule("al_mlp", "associated", options)
+    assert tuned.code_units == trained.code_units == built.code_units == code_units
+    assert tuned == trained == built == resolved
+    if options is None:
+        assert zoo.al_mlp(rule="associated").rule == tuned
+
+
+def test_rule_parameters_are_searched_as_rule_options():
+    hypermodel = tuning.LocalHyperModel(
+        "al_mlp",
+        "associated",
+        input_shape=(28, 28, 1),
+        num_classes=10,
+        space={"rule": {"code_units": {"values": [32]}}, "learning_rate": 1e-3},
+    )
+    assert set(hypermodel.space) == {"rule.code_units", "learning_rate"}
+    hp = keras_tuner.HyperParameters()
+    assert hypermodel.build(hp).rule.code_units == 32
+    assert hp.values == {"rule.code_units": 32, "learning_rate": 1e-3}
+    command = tuning._train_command(
+        "al_mlp", "associated", "mnist", hypermodel, hp.values, None, 128, True
+    )
+    assert command.endswith("--learning-rate 0.001 --rule-option code_units=32")
+    # Searched beta as a builder argument keeps working, and a rule
+    # parameter is checked like beta.
+    predsim = tuning.LocalHyperModel("mlp", "predsim", input_shape=(8, 8, 1), num_classes=4)
+    assert "beta" in predsim.space
+    for kwargs, message in [
+        (dict(rule="backprop", space={"rule.gamma": [0.1, 0.5]}), "does not take gamma"),
+        (dict(rule="predsim", space={"rule.beta": [0.1, 2.0]}), r"beta lies in \[0, 1\]"),
+        (
+            dict(rule="predsim", space={"rule.beta": [0.1, 0.5]}, rule_options={"beta": 0.2}),
+            "given as a rule option",
+        ),
+        (dict(rule="predsim", space={"rule.beta": [0.1, 0.5], "beta": [0.1, 0.5]}), "given"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            tuning.LocalHyperModel("mlp", input_shape=(8, 8, 1), num_classes=4, **kwargs)
+
+
 def test_search_space_forms_and_errors():
     space = tuning.normalize_space(
         {

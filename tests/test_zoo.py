@@ -323,6 +323,28 @@ def test_associated_code_width_per_architecture(builder, code_units):
     assert builder(rule=rule).rule.code_units == 12
 
 
+def test_resolve_rule_is_the_builders_rule():
+    """`resolve_rule` gives the rule each builder uses: the architecture's
+    defaults where the user set nothing, the user's options otherwise."""
+    for name, code_units in [("al_mlp", 1024), ("al_cnn", 256), ("vgg11b", 300), ("resnet18", 300)]:
+        assert zoo.resolve_rule(name, "associated").code_units == code_units
+        assert zoo.resolve_rule(name, "associated", {"code_units": 64}).code_units == 64
+        assert zoo.resolve_rule(
+            name, {"name": "associated", "config": {"code_units": 64}}
+        ).code_units == 64
+    assert zoo.resolve_rule("al_mlp").name == "associated"
+    assert zoo.resolve_rule("al_mlp", "associated", units=64, width=0.5).code_units == 32
+    assert zoo.resolve_rule("al_cnn", "associated", code_units=16).code_units == 16
+    assert zoo.resolve_rule("mlp", "predsim", {"beta": 0.5}) == rules.get("predsim", beta=0.5)
+    assert zoo.resolve_rule("mlp", "predsim", beta=0.5, learning_rate=1.0).beta == 0.5
+    own = rules.get("associated", code_units=12)
+    assert zoo.resolve_rule("al_mlp", own) is own
+    with pytest.raises(ValueError, match="does not take code_units"):
+        zoo.resolve_rule("al_mlp", "backprop", {"code_units": 64})
+    with pytest.raises(ValueError, match="Unknown model"):
+        zoo.resolve_rule("nope", "backprop")
+
+
 # ------------------------------------------------- Kao & Chen's MNIST nets
 def test_al_mlp_layers_and_parameters_match_across_rules():
     al = zoo.al_mlp(rule="associated", input_shape=(28, 28, 1))
