@@ -76,6 +76,7 @@ def _add_run_arguments(parser):
 
 def build_parser():
     """The argument parser of `keras-local`."""
+    from keras_local import __version__
     from keras_local import data
     from keras_local import rules
     from keras_local import zoo
@@ -84,6 +85,7 @@ def build_parser():
         prog=PROG,
         description="Train deep networks with local learning rules (Keras 3).",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     train = commands.add_parser(
@@ -190,7 +192,9 @@ def build_parser():
     run.add_argument(
         "recipe",
         metavar="RECIPE",
-        help="a recipe file, e.g. zoo/fashion_mnist-mlp-predsim.toml",
+        help="a recipe file, e.g. zoo/fashion_mnist-mlp-predsim.toml; a bare name "
+        "(fashion_mnist-mlp-predsim.toml) or a zoo/ path that does not exist here "
+        "is looked up among the recipes shipped with keras_local",
     )
     run.add_argument(
         "--epochs",
@@ -203,7 +207,8 @@ def build_parser():
         "--results",
         default="zoo/results.md",
         metavar="PATH",
-        help="the markdown table the result is appended to (default: zoo/results.md)",
+        help="the markdown table the result is appended to (default: zoo/results.md, "
+        "from the working directory)",
     )
     _add_run_arguments(run)
 

@@ -29,6 +29,7 @@ results table, `zoo/results.md` by default.
 
 import dataclasses
 import os
+import pathlib
 import platform
 
 try:
@@ -141,12 +142,20 @@ class Recipe:
 
     @classmethod
     def from_file(cls, path):
-        """Reads a recipe TOML file; `ValueError` for bad TOML or keys."""
+        """Reads a recipe TOML file; `ValueError` for bad TOML or keys.
+
+        A bare name (`fashion_mnist-mlp-predsim.toml`, `.toml` optional) or a
+        `zoo/` path that does not exist from the working directory is looked
+        up among the shipped recipes (`find_recipe`)."""
+        path = find_recipe(path)
         try:
             with open(path, "rb") as f:
                 values = tomllib.load(f)
         except FileNotFoundError:
-            raise ValueError(f"No recipe file {path}.") from None
+            searched = ", ".join(map(str, recipe_directories())) or "no recipe folder"
+            raise ValueError(
+                f"No recipe file {path} (recipes looked up by name in: {searched})."
+            ) from None
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{path} is not valid TOML: {e}") from None
         return cls.from_dict(values, path=path)
@@ -215,6 +224,38 @@ class Recipe:
         )
 
 
+def recipe_directories():
+    """Where recipes are looked up by name: the `zoo/` folder of the source
+    checkout this package runs from (an editable install), then the copy of
+    it shipped inside the package (`keras_local/zoo_recipes/`, in a wheel)."""
+    package = pathlib.Path(__file__).resolve().parent
+    checkout = package.parent
+    directories = []
+    if (checkout / "pyproject.toml").is_file() and (checkout / "zoo").is_dir():
+        directories.append(checkout / "zoo")
+    if (package / "zoo_recipes").is_dir():
+        directories.append(package / "zoo_recipes")
+    return directories
+
+
+def find_recipe(path):
+    """The recipe file `path` names: `path` itself when it exists; else, for a
+    bare name or a `zoo/...` path, the file of that name in the first of
+    `recipe_directories()` that has it; else `path` unchanged."""
+    if os.path.exists(path):
+        return path
+    directory, name = os.path.split(os.fspath(path))
+    if os.path.normpath(directory) not in (".", "zoo"):
+        return path
+    if not name.endswith(".toml"):
+        name += ".toml"
+    for recipe_directory in recipe_directories():
+        candidate = recipe_directory / name
+        if candidate.is_file():
+            return str(candidate)
+    return path
+
+
 def run_recipe(
     path,
     epochs=None,
@@ -229,14 +270,16 @@ def run_recipe(
     """Runs a recipe and appends its result to a markdown results table.
 
     Args:
-        path: the recipe's TOML file.
+        path: the recipe's TOML file, or the name of a shipped recipe
+            (`find_recipe`).
         epochs: train this many epochs instead of the recipe's; the
             learning-rate milestones are scaled by `epochs / recipe epochs`.
         train_examples: use only the first `train_examples` training
             examples (quick runs).
         test_examples: evaluate on the first `test_examples` test examples.
-        results: the markdown file the row is appended to; created with a
-            header when missing. `None` records nothing.
+        results: the markdown file the row is appended to (relative paths
+            from the working directory, also for a shipped recipe); created
+            with a header when missing. `None` records nothing.
         output: where to save the model (`.keras`); default
             `saved_models/<model>-<rule>-<dataset>.keras`.
         seed: seeds the run (`experiment.train`).
@@ -248,6 +291,8 @@ def run_recipe(
     """
     recipe = Recipe.from_file(path)
     say = print_fn if verbose else (lambda *args, **kwargs: None)
+    if recipe.path != os.fspath(path):
+        say(f"Using the recipe file {recipe.path}.")
     say(f"Recipe {recipe.name}: {recipe.describe()}.")
     arguments = recipe.train_arguments()
     notes = []
@@ -279,7 +324,7 @@ def run_recipe(
         )
     if results is not None:
         append_result_row(results, result_row(recipe, result, notes))
-        say(f"Appended the result to {results}.")
+        say(f"Appended the result to {os.path.abspath(results)}.")
     return result
 
 
