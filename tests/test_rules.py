@@ -1,8 +1,14 @@
 """The rule registry and what each rule of the local-loss family sets."""
 
+import importlib
+import pkgutil
+
+import numpy as np
 import pytest
 
 from keras_local import rules
+from keras_local import zoo
+from keras_local.rules import registry
 from keras_local.layers import DenseBlock
 
 
@@ -86,12 +92,47 @@ def test_beta_out_of_range():
 
 
 def test_register_a_new_rule():
+    @rules.register
     class Nothing(rules.Rule):
         name = "test-nothing"
 
-    rules.register(Nothing)
     try:
         assert "test-nothing" in rules.names()
         assert isinstance(rules.get("test-nothing"), Nothing)
     finally:
-        rules._REGISTRY.pop("test-nothing")
+        registry._REGISTRY.pop("test-nothing")
+
+
+def test_every_named_rule_in_the_package_is_registered():
+    # The decorator is the registration: every module of keras_local.rules is
+    # imported by the package, so each named Rule in it is in the registry.
+    found = set()
+    for module in pkgutil.iter_modules(rules.__path__):
+        namespace = vars(importlib.import_module(f"keras_local.rules.{module.name}"))
+        found |= {
+            value.name
+            for value in namespace.values()
+            if isinstance(value, type) and issubclass(value, rules.Rule) and value.name
+        }
+    assert found == set(rules.names())
+
+
+def test_a_rule_in_one_new_definition_trains_in_a_zoo_model():
+    # What a new rule file holds: an objective and a decorated Rule. Nothing
+    # else is touched for a zoo builder to train with it.
+    @rules.register
+    class HalfPred(rules.Pred):
+        name = "test-half-pred"
+
+        @property
+        def output_loss_weight(self):
+            return 0.5
+
+    try:
+        model = zoo.mlp(rule="test-half-pred", units=16, layers=2, input_shape=(4, 4, 1))
+        x = np.random.default_rng(0).normal(size=(8, 4, 4, 1)).astype("float32")
+        logs = model.train_on_batch(x, np.arange(8) % 10, return_dict=True)
+        assert isinstance(model.rule, HalfPred)
+        assert np.isfinite(logs["loss"]) and "block1_pred_loss" in logs
+    finally:
+        registry._REGISTRY.pop("test-half-pred")

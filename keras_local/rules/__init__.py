@@ -9,7 +9,8 @@
 PredSim(beta=0.9, dim_in_decoder=4096)
 """
 
-import inspect
+import importlib
+import pkgutil
 
 from keras_local.rules.associated import Associated
 from keras_local.rules.associated import AssociatedComponent
@@ -34,96 +35,16 @@ from keras_local.rules.random_classifier import RandomClassifier
 from keras_local.rules.random_classifier import RandomClassifierHead
 from keras_local.rules.rec_lra import RecLRA
 from keras_local.rules.rec_lra import RecLRATargets
+from keras_local.rules.registry import get
+from keras_local.rules.registry import names
+from keras_local.rules.registry import parameters
+from keras_local.rules.registry import register
+from keras_local.rules.registry import serialize
 
-_REGISTRY = {}
-
-
-def register(rule_class):
-    """Adds a `Rule` subclass to the registry under its `name`."""
-    if not (isinstance(rule_class, type) and issubclass(rule_class, Rule)):
-        raise TypeError(f"Expected a Rule subclass, got {rule_class!r}.")
-    if not rule_class.name:
-        raise ValueError(f"{rule_class.__name__} has no `name`.")
-    _REGISTRY[rule_class.name] = rule_class
-    return rule_class
-
-
-def names():
-    """The registered rule names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def parameters(name):
-    """The parameter names (with defaults) a registered rule accepts."""
-    rule_class = _lookup(name)
-    signature = inspect.signature(rule_class.__init__)
-    return {
-        p.name: p.default
-        for p in list(signature.parameters.values())[1:]
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-
-
-def _lookup(name):
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"Unknown rule {name!r}. Valid rules: {', '.join(names())}."
-        ) from None
-
-
-def get(identifier, **overrides):
-    """Returns a `Rule` instance.
-
-    Args:
-        identifier: a rule name (`"predsim"`), a `Rule` instance, or a dict
-            from `serialize`.
-        **overrides: rule parameters, e.g. `beta=0.9`. `None` values are
-            ignored, so callers can pass optional settings through unchanged.
-            A parameter the rule does not take raises `ValueError`.
-    """
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if isinstance(identifier, Rule):
-        if not overrides:
-            return identifier
-        name, config = identifier.name, identifier.get_config()
-    elif isinstance(identifier, dict):
-        name, config = identifier.get("name"), dict(identifier.get("config", {}))
-    else:
-        name, config = identifier, {}
-    rule_class = _lookup(name)
-    accepted = parameters(name)
-    unknown = sorted(set(overrides) - set(accepted))
-    if unknown:
-        takes = ", ".join(accepted) if accepted else "no parameters"
-        raise ValueError(
-            f"Rule {name!r} does not take {', '.join(unknown)}; it takes {takes}."
-        )
-    return rule_class(**{**config, **overrides})
-
-
-def serialize(rule):
-    """A JSON-serialisable description of `rule`, for `get`."""
-    return {"name": rule.name, "config": rule.get_config()}
-
-
-for _rule_class in (
-    Backprop,
-    Pred,
-    Sim,
-    PredSim,
-    PredBPF,
-    SimBPF,
-    PredSimBPF,
-    RandomClassifier,
-    FeedbackAlignment,
-    DirectFeedbackAlignment,
-    Associated,
-    Probes,
-    RecLRA,
-):
-    register(_rule_class)
+# Every module of this package, so that a new rule file registers its rules
+# (`@register`) without being named here.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "Associated",

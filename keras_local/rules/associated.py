@@ -45,6 +45,7 @@ from keras_local.layers.scaled_dense import ScaledDense
 from keras_local.ops import mean_squared_error
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.registry import register
 
 #: Added before the logarithm of the decoded class scores.
 LOG_EPSILON = 1e-7
@@ -203,6 +204,7 @@ class AssociatedComponent(LocalObjective):
         }
 
 
+@register
 class Associated(Rule):
     """Associated learning: per component, a bridge to a learned code of the
     label and a label autoencoder; prediction decodes through the decoders.

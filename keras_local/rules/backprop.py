@@ -1,8 +1,10 @@
 """The global-loss baseline: one objective, gradients through every block."""
 
 from keras_local.rules.base import Rule
+from keras_local.rules.registry import register
 
 
+@register
 class Backprop(Rule):
     """Ordinary backpropagation of the output cross-entropy.
 

@@ -25,6 +25,7 @@ from keras_local.ops import binary_prediction_loss
 from keras_local.ops import similarity_matching_loss
 from keras_local.ops import similarity_matrix
 from keras_local.rules.base import Rule
+from keras_local.rules.registry import register
 from keras_local.rules.local_losses import WeightedLossParts
 
 
@@ -151,6 +152,7 @@ class _BackpropFreeRule(Rule):
         return {"target_dim": self.target_dim, "dim_in_decoder": self.dim_in_decoder}
 
 
+@register
 class PredBPF(_BackpropFreeRule):
     """Each block predicts its random binary class code (BCE) through a
     feedback-alignment classifier.
@@ -165,6 +167,7 @@ class PredBPF(_BackpropFreeRule):
     pred_weight = 1.0
 
 
+@register
 class SimBPF(_BackpropFreeRule):
     """Each block matches its pooled activation's similarity matrix to that
     of its random class codes; no learned head.
@@ -180,6 +183,7 @@ class SimBPF(_BackpropFreeRule):
     sim_weight = 1.0
 
 
+@register
 class PredSimBPF(_BackpropFreeRule):
     """`(1 - beta) * pred-bpf + beta * sim-bpf`; the output layer's
     cross-entropy is scaled by `1 - beta`.

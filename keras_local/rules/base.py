@@ -57,7 +57,9 @@ class Rule:
     Rules and models are orthogonal: a model is blocks and an output layer; a
     rule decides, per block, the `LocalObjective` (or none), whether gradients
     may cross block boundaries, and how the output layer is trained. Subclass
-    it and register the subclass with `keras_local.rules.register`.
+    it and decorate the subclass with `@keras_local.rules.register`; a
+    module in `keras_local/rules/` is imported, and so registered, by the
+    package itself.
 
     Attributes:
         name: the registry name.

@@ -21,8 +21,10 @@ from keras_local.ops import gradient_surrogate
 from keras_local.ops import to_loss_dtype
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.registry import register
 
 
+@register
 class FeedbackAlignment(Rule):
     """The output cross-entropy's error sent down through fixed random
     feedback weights (every block and the output layer get
@@ -92,6 +94,7 @@ class DirectFeedback(LocalObjective):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
+@register
 class DirectFeedbackAlignment(Rule):
     """The output layer's error projected directly to every block by a fixed
     random matrix (Nøkland 2016). Blocks are detached from each other; the

@@ -16,6 +16,7 @@ from keras_local.ops import prediction_loss
 from keras_local.ops import similarity_loss
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.registry import register
 
 
 class WeightedLossParts(LocalObjective):
@@ -113,6 +114,7 @@ class LocalLossHeads(WeightedLossParts):
         result["loss"] = loss
         return result
 
+@register
 class Pred(Rule):
     """Each block trains a local linear classifier with cross-entropy.
 
@@ -137,6 +139,7 @@ class Pred(Rule):
         return {"dim_in_decoder": self.dim_in_decoder}
 
 
+@register
 class Sim(Rule):
     """Each block matches its similarity matrix to the labels'."""
 
@@ -147,6 +150,7 @@ class Sim(Rule):
         return LocalLossHeads(num_classes, sim_weight=1.0, name=f"{block.name}_heads")
 
 
+@register
 class PredSim(Rule):
     """`(1 - beta) * pred + beta * sim` in every block; the output layer's
     cross-entropy is scaled by `1 - beta`.

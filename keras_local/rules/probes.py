@@ -29,6 +29,7 @@ from keras_local.layers.prediction_head import PredictionHead
 from keras_local.ops import prediction_loss
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.registry import register
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
@@ -96,6 +97,7 @@ class ProbedObjective(LocalObjective):
         return []
 
 
+@register
 class Probes(Rule):
     """Any rule, with a probe classifier on every block that has none.
 

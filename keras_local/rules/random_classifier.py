@@ -24,6 +24,7 @@ from keras_local.ops import feedback_alignment_matmul
 from keras_local.ops import prediction_loss
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.registry import register
 
 FEEDBACKS = ("sym", "scfb", "random")
 DISTRIBUTIONS = ("uniform", "normal")
@@ -131,6 +132,7 @@ class RandomClassifierHead(LocalObjective):
         }
 
 
+@register
 class RandomClassifier(Rule):
     """Every block learns from the cross-entropy of a fixed random classifier
     on its output (Mostafa et al. 2018).

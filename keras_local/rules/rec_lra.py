@@ -79,6 +79,7 @@ from keras_local.ops import gradient_surrogate
 from keras_local.ops import to_loss_dtype
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.registry import register
 
 
 def returns_pre_activation(block):
@@ -204,6 +205,7 @@ class RecLRATargets(LocalObjective):
         }
 
 
+@register
 class RecLRA(Rule):
     """Recursive local representation alignment (Ororbia et al. 2023).
 
