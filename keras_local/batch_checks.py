@@ -80,6 +80,14 @@ class BatchChecker:
                 f"(labels from {flat.min().item()!r} to {flat.max().item()!r})."
             )
 
+    def check(self, x, y=None):
+        """Checks inputs `x` (anything with a `shape`) and labels `y`
+        (`None`: none to check)."""
+        if hasattr(x, "shape"):
+            self.check_inputs(x.shape)
+        if y is not None:
+            self.check_labels(y)
+
     def check_batch(self, batch):
         """Checks a batch as a data set yields it: `x`, `(x,)`, `(x, y)` or
         `(x, y, sample_weight)`. Its `ValueError` is marked, so that
@@ -87,10 +95,7 @@ class BatchChecker:
         (a `tf.data` pipeline, Keras' `PyDataset` queue) ran the check."""
         x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
         with _marked_errors():
-            if hasattr(x, "shape"):
-                self.check_inputs(x.shape)
-            if y is not None:
-                self.check_labels(y)
+            self.check(x, y)
         return batch
 
 
@@ -103,10 +108,7 @@ def checked(checker, x, y=None):
     pass unchanged.
     """
     if y is not None or hasattr(x, "shape"):
-        if hasattr(x, "shape"):
-            checker.check_inputs(x.shape)
-        if y is not None:
-            checker.check_labels(y)
+        checker.check(x, y)
         return x, y
     if _is_tf_dataset(x):
         # The static shape first: a step traced for a wrong one fails (or
@@ -122,7 +124,7 @@ def checked(checker, x, y=None):
     return x, y
 
 
-def example_shape(x, y=None):
+def example_shape(x):
     """The shape of one example of `x` (arrays, a `tf.data.Dataset`, a
     `PyDataset` or a generator), and `x` itself (a generator is peeked at and
     given back whole); `None` if it cannot be known without consuming data."""

@@ -4,7 +4,6 @@ import contextlib
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_local import rules as rules_lib
@@ -381,11 +380,7 @@ class LocalModel(BackendSteps, keras.Model):
         `predict` check every batch of every input kind themselves."""
         if y is None and isinstance(x, keras.utils.PyDataset):
             x, y, _ = keras.utils.unpack_x_y_sample_weight(x[0])
-        checker = self.batch_checker()
-        if x is not None and hasattr(x, "shape"):
-            checker.check_inputs(x.shape)
-        if y is not None and hasattr(y, "shape"):
-            checker.check_labels(y)
+        self.batch_checker().check(x, y if hasattr(y, "shape") else None)
 
     def _check_compile(self):
         if getattr(self, "_compile_loss", None) is not None or getattr(
@@ -401,7 +396,7 @@ class LocalModel(BackendSteps, keras.Model):
         its state is made eagerly, never inside a traced step), and returns
         `(x, y)` with every batch to come checked."""
         if not self.built:
-            shape, x = example_shape(x, y)
+            shape, x = example_shape(x)
             if shape is not None:
                 self.build((None, *shape))
         return checked(self.batch_checker(), x, y)
@@ -545,8 +540,9 @@ def _reject_weights(kwargs):
 
 @contextlib.contextmanager
 def _batch_check_errors():
-    """Raises a batch check that failed inside a `tf.data` pipeline as the
-    `ValueError` it was, not as a framework error."""
+    """Raises a batch check that failed inside a loader (a `tf.data`
+    pipeline, Keras' `PyDataset` queue) as the `ValueError` it was, not as
+    the loader's error."""
     try:
         yield
     except Exception as error:
