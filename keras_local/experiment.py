@@ -12,8 +12,6 @@
 import dataclasses
 import datetime
 import json
-import math
-import numbers
 import os
 import shutil
 import time
@@ -26,12 +24,16 @@ from keras_local.callbacks import BlockReport
 from keras_local.callbacks import CompactProgbarLogger
 from keras_local.callbacks import block_metrics
 from keras_local.callbacks import format_block_table
+from keras_local.run_files import check_model_path
+from keras_local.run_files import claim
+from keras_local.run_files import save_model
+from keras_local.run_settings import SAVED_MODELS_DIR
+from keras_local.run_settings import RunSettings
+from keras_local.run_settings import SettingsError
 from keras_local.schedules import StepDecay
-from keras_local.schedules import paper_milestones
 
 #: Where `train` saves models when no `output` is given.
-DEFAULT_OUTPUT_DIR = "saved_models"
-
+DEFAULT_OUTPUT_DIR = SAVED_MODELS_DIR
 
 @dataclasses.dataclass
 class ExperimentResult:
@@ -60,7 +62,7 @@ class ExperimentResult:
         summary: path of the JSON summary (`<output>.json`).
         backend: the Keras backend that ran it.
         date: when the run finished, UTC, ISO 8601.
-        parameters: the settings of the run (the arguments of `train`, with
+        parameters: the settings of the run (`RunSettings.to_dict()`, with
             the milestones actually used).
     """
 
@@ -87,33 +89,20 @@ class ExperimentResult:
 
 def default_output(model, rule, dataset, rule_options=None):
     """`saved_models/<model>-<rule>[-<option>=<value>...]-<dataset>.keras`."""
-    options = "".join(f"-{k}={v}" for k, v in sorted((rule_options or {}).items()))
-    return os.path.join(DEFAULT_OUTPUT_DIR, f"{model}-{rule}{options}-{dataset}.keras")
+    return RunSettings(
+        model=model, rule=rule, dataset=dataset, rule_options=dict(rule_options or {})
+    ).default_output()
 
 
 def train(
-    model="mlp",
-    rule="predsim",
-    dataset="fashion_mnist",
-    epochs=1,
-    batch_size=128,
-    width=1,
-    dropout=0.0,
-    learning_rate=5e-4,
-    beta=None,
-    dim_in_decoder=None,
-    activation=None,
-    augment=True,
-    cutout=None,
-    milestones=None,
-    train_examples=None,
-    test_examples=None,
-    seed=None,
+    settings=None,
+    /,
+    *,
     output=None,
     verbose=1,
     print_fn=print,
-    rule_options=None,
     layer_report=True,
+    **values,
 ):
     """Trains a zoo model with a rule on a data set the way the paper did.
 
@@ -130,49 +119,19 @@ def train(
     epoch. The backup is deleted when the run completes.
 
     Args:
-        model: a model name, `keras_local.zoo.names()`.
-        rule: a rule name, `keras_local.rules.names()`.
-        dataset: a data set name, `keras_local.data.DATASETS`.
-        epochs: epochs to train.
-        batch_size: examples per step (also used to evaluate, since the
-            similarity losses depend on the batch).
-        width: multiplies the width of the model (conv filters of a VGG,
-            units of an MLP).
-        dropout: dropout rate after every hidden activation.
-        learning_rate: Adam's initial learning rate.
-        beta: predsim's weight of the similarity loss; only for rules that
-            take it (`keras_local.rules.parameters(rule)`). `None`: the rule's
-            default.
-        dim_in_decoder: largest input size of the local classifiers of conv
-            blocks; only for rules that take it. `None`: the rule's default.
-        rule_options: the rule's other parameters, e.g.
-            `{"feedback": "scfb"}` for `random-classifier`
-            (`keras_local.rules.parameters(rule)` lists them).
+        settings: a `RunSettings`; or give its fields as keywords
+            (`train(model="vgg8b", rule="pred", epochs=2)`).
+        output: where to save the model, a path ending in `.keras`; default
+            `RunSettings.default_output()`. The summary goes to
+            `<output>.json`.
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch; with 1 and
+            2 the block table and the final test results are printed too.
+        print_fn: receives every line this function prints.
         layer_report: after training, also evaluate on the training set (in
             inference mode, as Mostafa et al. 2018 report it) and print every
             layer's local classifier accuracy on the training and test sets;
             stored as `train_metrics` in the summary.
-        activation: hidden activation; `None`: the rule's default.
-        augment: whether to use the paper's training augmentation of the data
-            set (`keras_local.data.augmentation`, e.g. 2-pixel jitter and
-            horizontal flips for Fashion-MNIST).
-        cutout: cutout hole length in pixels, `True` for the paper's length
-            for the data set, `None` for no cutout. Needs `augment`.
-        milestones: epochs after which the learning rate is multiplied by
-            0.25; `None` for the paper's 50%, 75%, 89% and 94% of `epochs`.
-        train_examples: use only the first `train_examples` training
-            examples (quick runs); `None` for all.
-        test_examples: evaluate on the first `test_examples` test examples
-            only; `None` for all.
-        seed: seeds Python, NumPy and the backend
-            (`keras.utils.set_random_seed`) and the augmentation; `None`:
-            not seeded.
-        output: where to save the model, a path ending in `.keras`; default
-            `saved_models/<model>-<rule>-<dataset>.keras`. The summary goes
-            to `<output>.json`.
-        verbose: 0 silent, 1 progress bar, 2 one line per epoch; with 1 and
-            2 the block table and the final test results are printed too.
-        print_fn: receives every line this function prints.
+        **values: `RunSettings` fields, when `settings` is not given.
 
     Returns:
         An `ExperimentResult`.
@@ -183,225 +142,169 @@ def train(
             problem and the valid choices.
     """
     start = time.perf_counter()
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("batch_size", batch_size)
-    _check_optional_positive_int("train_examples", train_examples)
-    _check_optional_positive_int("test_examples", test_examples)
-    _check_optional_positive_int("seed", seed, allow_zero=True)
-    if isinstance(learning_rate, bool) or not (
-        isinstance(learning_rate, numbers.Real)
-        and math.isfinite(learning_rate)
-        and learning_rate > 0
-    ):
-        raise ValueError(
-            f"learning_rate must be a positive number, got {learning_rate!r}."
-        )
-    milestones = _resolve_milestones(milestones, epochs)
-    if cutout not in (None, False) and not augment:
-        raise ValueError(
-            "cutout is part of the training augmentation; it cannot be used "
-            "with augment=False (--no-augment)."
-        )
+    settings = _checked_settings(settings, values)
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
-    rule_options = dict(rule_options or {})
-    output = (
-        str(output)
-        if output is not None
-        else default_output(model, rule, dataset, rule_options)
-    )
-    if not output.endswith(".keras"):
-        raise ValueError(
-            f"The output path must end in '.keras' (the Keras model format), "
-            f"got {output!r}."
-        )
+    output = check_model_path(output if output is not None else settings.default_output())
     say = print_fn if verbose else (lambda *args, **kwargs: None)
-
-    parameters = dict(
-        model=model,
-        rule=rule,
-        dataset=dataset,
-        epochs=epochs,
-        batch_size=batch_size,
-        width=width,
-        dropout=dropout,
-        learning_rate=learning_rate,
-        beta=beta,
-        dim_in_decoder=dim_in_decoder,
-        activation=activation,
-        augment=augment,
-        cutout=cutout,
-        milestones=milestones,
-        train_examples=train_examples,
-        test_examples=test_examples,
-        seed=seed,
-        rule_options=rule_options,
-    )
 
     # Build before loading the data: bad names and parameters fail in
     # seconds, not after the data set is read.
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-    info = data_lib.info(dataset)
-    builder = zoo.get(model)
-    augmentation = data_lib.augmentation(dataset, cutout, seed) if augment else None
-    # Validates the options (a parameter the rule does not take is a
-    # ValueError naming the ones it does) the way the builder resolves them.
-    rule_object = zoo.resolve_rule(model, rule, rule_options)
-    network = builder(
-        # Name and given options, so the builder's architecture defaults
-        # (e.g. al_mlp's 1024-unit code) fill in what the user did not set
-        # (`zoo.resolve_rule`, as `keras-local tune` builds it).
-        rule={"name": rule_object.name, "config": dict(rule_options)},
-        num_classes=info.num_classes,
-        input_shape=info.input_shape,
-        width=width,
-        dropout=dropout,
-        learning_rate=learning_rate,
-        augmentation=augmentation,
-        # The rules take only their own parameters; None keeps the default.
-        **_given(beta=beta, dim_in_decoder=dim_in_decoder, activation=activation),
-    )
-
+    network = build_network(settings)
     backup_dir = output + ".backup"
-    _claim_backup(backup_dir, parameters)
-
-    (x_train, y_train), (x_test, y_test) = data_lib.load(dataset)
-    x_train, y_train = _first(x_train, y_train, train_examples, "train_examples", dataset)
-    x_test, y_test = _first(x_test, y_test, test_examples, "test_examples", dataset)
-
-    say(
-        f"Training {model} ({network.count_inference_params():,} parameters "
-        f"without local heads) with rule {rule} on {dataset}: "
-        f"{len(x_train)} training and {len(x_test)} test examples, "
-        f"backend {keras.backend.backend()}."
-    )
-    say(
-        f"{epochs} epoch{'s' if epochs != 1 else ''}, batch size {batch_size}, "
-        f"learning rate {learning_rate:g} x0.25 after epochs "
-        f"{', '.join(map(str, milestones))}; augmentation: "
-        f"{_describe_augmentation(dataset, augment, cutout)}."
-    )
+    _claim_backup(backup_dir, settings)
+    train_set, test_set = load_data(settings)
+    _say_plan(say, settings, network, train_set, test_set)
 
     epoch_log = _EpochLog(os.path.join(backup_dir, "history.json"))
     if epoch_log.records:
         say(f"Resuming the interrupted run backed up in {backup_dir}.")
-    callbacks = [StepDecay(learning_rate, milestones=milestones)]
+    callbacks = _callbacks(settings, backup_dir, epoch_log, verbose, print_fn)
+    network.fit(
+        *train_set,
+        batch_size=settings.batch_size,
+        epochs=settings.epochs,
+        validation_data=test_set,
+        validation_batch_size=settings.batch_size,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+
+    test_metrics = _evaluate(network, test_set, settings.batch_size)
+    train_metrics = _evaluate(network, train_set, settings.batch_size) if layer_report else None
+    result = _result(settings, output, epoch_log, test_metrics, train_metrics, train_set, test_set)
+    result.wall_time_s = time.perf_counter() - start
+    save_model(network, output, result.to_dict())
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    _say_result(say, result)
+    return result
+
+
+# ------------------------------------------------------------------- steps
+def _checked_settings(settings, values):
+    """The run's `RunSettings`, checked, with the milestones it will use."""
+    if settings is None:
+        settings = RunSettings.from_dict(values, where=" for experiment.train")
+    elif values:
+        raise TypeError("Give train() a RunSettings or its fields as keywords, not both.")
+    else:
+        settings = dataclasses.replace(settings, rule_options=dict(settings.rule_options))
+    settings.check()
+    settings.milestones = settings.resolved_milestones()
+    return settings
+
+
+def build_network(settings):
+    """The compiled zoo model a run of `settings` trains (seeded first)."""
+    if settings.seed is not None:
+        keras.utils.set_random_seed(settings.seed)
+    info = data_lib.info(settings.dataset)
+    augmentation = (
+        data_lib.augmentation(settings.dataset, settings.cutout, settings.seed)
+        if settings.augment
+        else None
+    )
+    # Validates the options (a parameter the rule does not take is a
+    # ValueError naming the ones it does) the way the builder resolves them.
+    rule = zoo.resolve_rule(settings.model, settings.rule, settings.rule_options)
+    return zoo.get(settings.model)(
+        # Name and given options, so the builder's architecture defaults
+        # (e.g. al_mlp's 1024-unit code) fill in what the user did not set
+        # (`zoo.resolve_rule`, as `keras-local tune` builds it).
+        rule={"name": rule.name, "config": dict(settings.rule_options)},
+        num_classes=info.num_classes,
+        input_shape=info.input_shape,
+        width=settings.width,
+        dropout=settings.dropout,
+        learning_rate=settings.learning_rate,
+        augmentation=augmentation,
+        **({} if settings.activation is None else {"activation": settings.activation}),
+    )
+
+
+def load_data(settings):
+    """`((x_train, y_train), (x_test, y_test))` of the run, cut to its
+    `train_examples` and `test_examples`."""
+    (x_train, y_train), (x_test, y_test) = data_lib.load(settings.dataset)
+    train_set = _first(x_train, y_train, settings.train_examples, "train_examples", settings.dataset)
+    test_set = _first(x_test, y_test, settings.test_examples, "test_examples", settings.dataset)
+    return train_set, test_set
+
+
+def _callbacks(settings, backup_dir, epoch_log, verbose, print_fn):
+    callbacks = [StepDecay(settings.learning_rate, milestones=settings.milestones)]
     if verbose:
         # Before BlockReport, so that each epoch's progress bar line comes
         # before its table (Keras appends its own at the end of the list).
         # It shows the overall loss and accuracy; the table, the rest.
         callbacks.append(CompactProgbarLogger())
         callbacks.append(BlockReport(print_fn=print_fn, validation_name="test"))
-    callbacks += [epoch_log, keras.callbacks.BackupAndRestore(backup_dir)]
-    network.fit(
-        x_train,
-        y_train,
-        batch_size=batch_size,
-        epochs=epochs,
-        validation_data=(x_test, y_test),
-        validation_batch_size=batch_size,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    return callbacks + [epoch_log, keras.callbacks.BackupAndRestore(backup_dir)]
 
-    test_metrics = network.evaluate(
-        x_test, y_test, batch_size=batch_size, return_dict=True, verbose=0
-    )
-    test_metrics = {name: float(value) for name, value in test_metrics.items()}
-    train_metrics = None
-    if layer_report:
-        train_metrics = network.evaluate(
-            x_train, y_train, batch_size=batch_size, return_dict=True, verbose=0
-        )
-        train_metrics = {name: float(value) for name, value in train_metrics.items()}
+
+def _evaluate(network, data, batch_size):
+    metrics = network.evaluate(*data, batch_size=batch_size, return_dict=True, verbose=0)
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def _result(settings, output, epoch_log, test_metrics, train_metrics, train_set, test_set):
     test_accuracy = test_metrics["accuracy"]
-    test_error = 100.0 * (1.0 - test_accuracy)
-
-    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
-    network.save(output)
-    shutil.rmtree(backup_dir, ignore_errors=True)
-
-    result = ExperimentResult(
-        test_error=test_error,
+    return ExperimentResult(
+        test_error=100.0 * (1.0 - test_accuracy),
         test_accuracy=test_accuracy,
         test_metrics=test_metrics,
         train_metrics=train_metrics,
         block_metrics={
-            f"block{index}": metrics
-            for index, metrics in block_metrics(test_metrics).items()
+            f"block{index}": metrics for index, metrics in block_metrics(test_metrics).items()
         },
         history=epoch_log.history(),
-        epochs=epochs,
-        num_train_examples=len(x_train),
-        num_test_examples=len(x_test),
+        epochs=settings.epochs,
+        num_train_examples=len(train_set[0]),
+        num_test_examples=len(test_set[0]),
         wall_time_s=0.0,
         output=output,
         summary=output + ".json",
         backend=keras.backend.backend(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        parameters=parameters,
+        parameters=settings.to_dict(),
     )
-    result.wall_time_s = time.perf_counter() - start
-    with open(result.summary, "w") as f:
-        json.dump({**result.to_dict(), "keras_version": keras.__version__}, f, indent=2)
-        f.write("\n")
 
+
+def _say_plan(say, settings, network, train_set, test_set):
+    epochs = settings.epochs
     say(
-        f"Test error {test_error:.2f}% (accuracy {100 * test_accuracy:.2f}%) on "
-        f"{len(x_test)} test examples after {epochs} epoch{'s' if epochs != 1 else ''}, "
-        f"in {format_duration(result.wall_time_s)}."
+        f"Training {settings.model} ({network.count_inference_params():,} parameters "
+        f"without local heads) with rule {settings.rule} on {settings.dataset}: "
+        f"{len(train_set[0])} training and {len(test_set[0])} test examples, "
+        f"backend {keras.backend.backend()}."
     )
-    if train_metrics is None:
-        report, splits = test_metrics, (("test", ""),)
+    say(
+        f"{epochs} epoch{'s' if epochs != 1 else ''}, batch size {settings.batch_size}, "
+        f"learning rate {settings.learning_rate:g} x0.25 after epochs "
+        f"{', '.join(map(str, settings.milestones))}; augmentation: "
+        f"{_describe_augmentation(settings.dataset, settings.augment, settings.cutout)}."
+    )
+
+
+def _say_result(say, result):
+    epochs = result.epochs
+    say(
+        f"Test error {result.test_error:.2f}% (accuracy {100 * result.test_accuracy:.2f}%) "
+        f"on {result.num_test_examples} test examples after {epochs} "
+        f"epoch{'s' if epochs != 1 else ''}, in {format_duration(result.wall_time_s)}."
+    )
+    if result.train_metrics is None:
+        report, splits = result.test_metrics, (("test", ""),)
     else:
         say("Every layer on the training set (inference mode) and the test set:")
-        report = {**train_metrics, **{f"test_{k}": v for k, v in test_metrics.items()}}
+        report = {
+            **result.train_metrics,
+            **{f"test_{k}": v for k, v in result.test_metrics.items()},
+        }
         splits = (("train", ""), ("test", "test_"))
     for line in format_block_table(report, splits=splits):
         say(line)
-    say(f"Saved the model to {output} and a summary to {result.summary}.")
-    return result
-
-
-# ---------------------------------------------------------------- checking
-def _check_positive_int(name, value, allow_zero=False):
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        kind = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"{name} must be {kind} integer, got {value!r}.")
-
-
-def _check_optional_positive_int(name, value, allow_zero=False):
-    if value is not None:
-        _check_positive_int(name, value, allow_zero)
-
-
-def _resolve_milestones(milestones, epochs):
-    """The milestones to use: the given ones (checked, sorted) or the
-    paper's fractions of `epochs`."""
-    if milestones is None:
-        return paper_milestones(epochs)
-    if isinstance(milestones, (str, bytes)) or not hasattr(milestones, "__iter__"):
-        raise ValueError(
-            f"milestones must be a list of epoch numbers, got {milestones!r}."
-        )
-    milestones = list(milestones)
-    for milestone in milestones:
-        if (
-            isinstance(milestone, bool)
-            or not isinstance(milestone, numbers.Integral)
-            or milestone < 1
-        ):
-            raise ValueError(
-                "milestones must be positive integers (epochs after which the "
-                f"learning rate drops), got {milestones!r}."
-            )
-    return sorted(int(m) for m in milestones)
-
-
-def _given(**kwargs):
-    return {name: value for name, value in kwargs.items() if value is not None}
+    say(f"Saved the model to {result.output} and a summary to {result.summary}.")
 
 
 def _first(x, y, count, name, dataset):
@@ -409,7 +312,7 @@ def _first(x, y, count, name, dataset):
     if count is None:
         return x, y
     if count > len(x):
-        raise ValueError(
+        raise SettingsError(
             f"{name}={count} is more than the {len(x)} examples {dataset} has."
         )
     return x[:count], y[:count]
@@ -439,37 +342,20 @@ def format_duration(seconds):
 
 
 # ---------------------------------------------------------------- resuming
-def _claim_backup(backup_dir, parameters):
-    """Creates the backup directory, or checks that the interrupted run it
+def _claim_backup(backup_dir, settings):
+    """Claims the backup directory, or checks that the interrupted run it
     holds had the same settings (else its weights would not fit)."""
-    path = os.path.join(backup_dir, "parameters.json")
-    backed_up = os.path.isdir(backup_dir) and set(os.listdir(backup_dir)) - {
-        "parameters.json"
-    }
-    if backed_up and os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
-        current = json.loads(json.dumps(parameters))  # lists, as JSON has them
-        if previous != current:
-            changed = sorted(
-                name
-                for name in set(previous) | set(current)
-                if previous.get(name) != current.get(name)
-            )
-            details = ", ".join(
-                f"{name}: {previous.get(name)!r} then, {current.get(name)!r} now"
-                for name in changed
-            )
-            raise ValueError(
-                f"{backup_dir} holds the backup of an interrupted run with other "
-                f"settings ({details}). Run again with the same settings to resume "
-                "it, choose another output path, or delete that directory to start "
-                "over."
-            )
-        return
-    os.makedirs(backup_dir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(parameters, f, indent=2)
+    record = "parameters.json"
+    if os.path.isdir(backup_dir) and set(os.listdir(backup_dir)) <= {record}:
+        # Interrupted before its first backup: nothing to resume.
+        shutil.rmtree(backup_dir)
+    claim(
+        backup_dir,
+        settings.to_dict(),
+        record=record,
+        holds="the backup of an interrupted run",
+        start_over="choose another output path, or delete that directory to start over",
+    )
 
 
 class _EpochLog(keras.callbacks.Callback):

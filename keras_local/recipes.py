@@ -13,7 +13,7 @@ milestones = [100, 150, 175, 188]
 batch_size = 128
 learning_rate = 5e-4
 dropout = 0.025
-beta = 0.99
+rule_options = { beta = 0.99 }
 
 paper = "Nøkland & Eidnes 2019, Training Neural Networks with Local Error Signals"
 table = "Table 2"
@@ -32,12 +32,10 @@ import os
 import pathlib
 import platform
 
-try:
-    import tomllib
-except ImportError:  # Python < 3.11
-    import tomli as tomllib
-
 from keras_local import experiment
+from keras_local.run_files import load_toml
+from keras_local.run_settings import RULE_OPTION_SHORTHANDS
+from keras_local.run_settings import RunSettings
 
 #: The heading and explanation written at the top of a new results file.
 RESULTS_HEADER = """\
@@ -71,35 +69,28 @@ RESULTS_COLUMNS = (
 )
 
 
+#: Where a recipe's number comes from; every other key is a `RunSettings` field.
+PROVENANCE_KEYS = ("paper", "table", "row", "column", "paper_test_error")
+
+#: The settings every recipe states.
+REQUIRED_KEYS = ("dataset", "model", "rule", "epochs")
+
+
 @dataclasses.dataclass
 class Recipe:
-    """The settings of one paper table cell.
+    """The settings of one paper table cell: run settings plus provenance.
 
-    Training settings (see `keras_local.experiment.train`): `dataset`,
-    `model`, `rule`, `epochs` (required), `milestones`, `batch_size`,
-    `learning_rate`, `dropout`, `width`, `beta`, `dim_in_decoder`,
-    `activation`, `augment`, `cutout`, `rule_options` (a table of the
-    rule's other parameters, e.g. `rule_options = { feedback = "scfb" }`).
-    Provenance: `paper`, `table`, `row`,
-    `column` and `paper_test_error` (the published test error, %). `path` is
-    the file it was read from.
+    Attributes:
+        settings: the `RunSettings` of the run (a recipe file's keys other
+            than the provenance, e.g. `epochs`, `milestones`,
+            `rule_options = { beta = 0.99 }`); they read as attributes of
+            the recipe too (`recipe.epochs`).
+        paper, table, row, column: where the number was published.
+        paper_test_error: the published test error, %.
+        path: the file it was read from.
     """
 
-    dataset: str
-    model: str
-    rule: str
-    epochs: int
-    milestones: list | None = None
-    batch_size: int = 128
-    learning_rate: float = 5e-4
-    dropout: float = 0.0
-    width: float = 1
-    beta: float | None = None
-    dim_in_decoder: int | None = None
-    activation: str | None = None
-    augment: bool = True
-    cutout: int | None = None
-    rule_options: dict | None = None
+    settings: RunSettings
     paper: str | None = None
     table: str | None = None
     row: str | None = None
@@ -107,19 +98,20 @@ class Recipe:
     paper_test_error: float | None = None
     path: str | None = dataclasses.field(default=None, compare=False)
 
+    def __getattr__(self, name):
+        # Only called for names that are not attributes of the recipe.
+        if name != "settings" and name in RunSettings.names():
+            return getattr(self.settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @classmethod
     def keys(cls):
         """The keys a recipe file may have."""
-        return [field.name for field in dataclasses.fields(cls) if field.name != "path"]
+        return RunSettings.names() + list(PROVENANCE_KEYS)
 
     @classmethod
     def required_keys(cls):
-        return [
-            field.name
-            for field in dataclasses.fields(cls)
-            if field.default is dataclasses.MISSING
-            and field.default_factory is dataclasses.MISSING
-        ]
+        return list(REQUIRED_KEYS)
 
     @classmethod
     def from_dict(cls, values, path=None):
@@ -128,9 +120,12 @@ class Recipe:
         where = f" in {path}" if path else ""
         unknown = sorted(set(values) - set(cls.keys()))
         if unknown:
+            hint = ""
+            if set(unknown) & set(RULE_OPTION_SHORTHANDS):
+                hint = " Rule parameters go in rule_options, e.g. rule_options = { beta = 0.99 }."
             raise ValueError(
                 f"Unknown recipe key{'s' if len(unknown) > 1 else ''} "
-                f"{', '.join(unknown)}{where}. Valid keys: {', '.join(cls.keys())}."
+                f"{', '.join(unknown)}{where}. Valid keys: {', '.join(cls.keys())}.{hint}"
             )
         missing = [key for key in cls.required_keys() if key not in values]
         if missing:
@@ -138,7 +133,12 @@ class Recipe:
                 f"Recipe{where} lacks the required key"
                 f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}."
             )
-        return cls(**values, path=None if path is None else str(path))
+        provenance = {key: values[key] for key in PROVENANCE_KEYS if key in values}
+        settings = RunSettings.from_dict(
+            {key: value for key, value in values.items() if key not in PROVENANCE_KEYS},
+            where=where,
+        )
+        return cls(settings, **provenance, path=None if path is None else str(path))
 
     @classmethod
     def from_file(cls, path):
@@ -148,17 +148,12 @@ class Recipe:
         `zoo/` path that does not exist from the working directory is looked
         up among the shipped recipes (`find_recipe`)."""
         path = find_recipe(path)
-        try:
-            with open(path, "rb") as f:
-                values = tomllib.load(f)
-        except FileNotFoundError:
+        if not os.path.exists(path):
             searched = ", ".join(map(str, recipe_directories())) or "no recipe folder"
             raise ValueError(
                 f"No recipe file {path} (recipes looked up by name in: {searched})."
-            ) from None
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path} is not valid TOML: {e}") from None
-        return cls.from_dict(values, path=path)
+            )
+        return cls.from_dict(load_toml(path, "recipe"), path=path)
 
     @property
     def name(self):
@@ -203,25 +198,19 @@ class Recipe:
             return None if self.milestones is None else list(self.milestones)
         return sorted({max(1, round(m * epochs / self.epochs)) for m in self.milestones})
 
-    def train_arguments(self):
-        """The recipe's settings as keyword arguments of `experiment.train`."""
-        return dict(
-            model=self.model,
-            rule=self.rule,
-            dataset=self.dataset,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            width=self.width,
-            dropout=self.dropout,
-            learning_rate=self.learning_rate,
-            beta=self.beta,
-            dim_in_decoder=self.dim_in_decoder,
-            activation=self.activation,
-            augment=self.augment,
-            cutout=self.cutout,
-            milestones=self.milestones,
-            rule_options=self.rule_options,
+    def settings_for(self, epochs=None, **run_only):
+        """The recipe's `RunSettings` for a run of `epochs` epochs (the
+        milestones scaled, `milestones_for`) with `run_only` settings
+        (`train_examples`, `test_examples`, `seed`) set."""
+        settings = dataclasses.replace(
+            self.settings,
+            rule_options=dict(self.settings.rule_options),
+            **{key: value for key, value in run_only.items() if value is not None},
         )
+        if epochs is not None and epochs != self.epochs:
+            settings.epochs = epochs
+            settings.milestones = self.milestones_for(epochs)
+        return settings
 
 
 def recipe_directories():
@@ -294,28 +283,20 @@ def run_recipe(
     if recipe.path != os.fspath(path):
         say(f"Using the recipe file {recipe.path}.")
     say(f"Recipe {recipe.name}: {recipe.describe()}.")
-    arguments = recipe.train_arguments()
+    settings = recipe.settings_for(
+        epochs, train_examples=train_examples, test_examples=test_examples, seed=seed
+    )
     notes = []
     if epochs is not None and epochs != recipe.epochs:
-        arguments["epochs"] = epochs
-        arguments["milestones"] = recipe.milestones_for(epochs)
-        if arguments["milestones"] is not None:
-            scaled = ", ".join(map(str, arguments["milestones"]))
+        if settings.milestones is not None:
+            scaled = ", ".join(map(str, settings.milestones))
             notes.append(f"milestones scaled to {scaled}")
             say(
                 f"Training {epochs} epochs instead of {recipe.epochs}; learning-rate "
                 f"milestones scaled from {', '.join(map(str, recipe.milestones))} "
                 f"to {scaled}."
             )
-    result = experiment.train(
-        **arguments,
-        train_examples=train_examples,
-        test_examples=test_examples,
-        seed=seed,
-        output=output,
-        verbose=verbose,
-        print_fn=print_fn,
-    )
+    result = experiment.train(settings, output=output, verbose=verbose, print_fn=print_fn)
     if recipe.paper_test_error is not None:
         say(
             f"Test error {result.test_error:.2f}%; the paper reports "

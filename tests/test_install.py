@@ -1,9 +1,13 @@
 """What an installed keras_local carries: its version, its type hints, and the
-recipes of zoo/ found by name from any working directory."""
+recipes of zoo/ found by name from any working directory; and what it needs:
+the extras of pyproject.toml, and a JAX-only install that trains without
+TensorFlow or any other optional package."""
 
 import os
 import subprocess
 import sys
+
+import pytest
 
 import keras_local
 from keras_local import cli
@@ -61,7 +65,7 @@ def test_run_finds_a_recipe_by_name_and_appends_results_here(tmp_path, monkeypat
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(
-        recipes.experiment, "train", lambda **arguments: _fake_result(arguments)
+        recipes.experiment, "train", lambda settings, **_: _fake_result(settings.to_dict())
     )
     printed = []
     recipes.run_recipe(
@@ -90,3 +94,179 @@ def test_build_ships_py_typed_and_the_zoo_recipes(tmp_path):
     assert shipped and shipped == in_zoo
     with open(os.path.join(ROOT, "MANIFEST.in"), encoding="utf-8") as f:
         assert "zoo/*.toml" in f.read()  # and in the source distribution
+
+
+# ----------------------------------------------------------------------------------
+# Extras: `pip install "keras-local[jax]"` trains without TensorFlow
+
+
+def _pyproject():
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def _names(requirements):
+    from packaging.requirements import Requirement
+
+    return {Requirement(r).name.lower() for r in requirements}
+
+
+# What a JAX-only install lacks: every optional package but the backend.
+OPTIONAL_MODULES = (
+    "tensorflow",
+    "tensorflow_datasets",
+    "keras_tuner",
+    "sklearn",
+    "matplotlib",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "tensorboard",
+)
+
+
+def test_base_dependencies_are_keras_and_numpy_only():
+    project = _pyproject()["project"]
+    assert _names(project["dependencies"]) == {"keras", "numpy"}
+    for requirement in project["dependencies"]:
+        assert "tensorflow" not in requirement and "jax" not in requirement
+
+
+def test_extras_are_as_documented():
+    from keras_local import optional
+
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert set(extras) == {"jax", "tf", "torch", "export", "tune", "analysis", "test", "all"}
+    assert _names(extras["jax"]) == {"jax"}
+    # `tensorflow`, not `tensorflow-cpu`: a GPU user's install must not get the
+    # CPU build forced on it (scripts/setup.sh swaps it on CPU machines).
+    assert _names(extras["tf"]) == {"tensorflow", "tensorflow-datasets"}
+    assert _names(extras["torch"]) == {"torch"}
+    assert _names(extras["export"]) == {"tf2onnx", "onnx", "onnxruntime"}
+    assert _names(extras["tune"]) == {"keras-tuner", "six", "tensorboard"}
+    assert _names(extras["analysis"]) == {"scikit-learn", "matplotlib"}
+    assert {"pytest", "pytest-xdist", "ruff"} <= _names(extras["test"])
+    every = [r for name, rs in extras.items() if name != "all" for r in rs]
+    assert not any(r.startswith("tensorflow-cpu") for r in every)
+    assert extras["all"] == ["keras-local[jax,tf,torch,export,tune,analysis]"]
+    # keras_local.optional names the extra that really installs each package.
+    for module, (package, extra) in optional.EXTRAS.items():
+        assert package.lower() in _names(extras[extra]), (module, package, extra)
+    for module in OPTIONAL_MODULES:
+        assert module in optional.EXTRAS
+
+
+def test_setup_script_installs_every_extra_the_tests_need():
+    with open(os.path.join(ROOT, "scripts", "setup.sh"), encoding="utf-8") as f:
+        script = f.read()
+    # All extras but `tf`, which comes as tensorflow-cpu plus the rest of the
+    # `tf` extra read from pyproject.toml on x86_64, and as the extra elsewhere.
+    assert 'extras="jax,export,tune,analysis,test"' in script
+    assert '--with-torch) extras="$extras,torch"' in script
+    assert '["optional-dependencies"]["tf"]' in script and '"tensorflow-cpu"' in script
+    assert 'extras="$extras,tf"' in script
+
+
+def test_ruff_is_configured():
+    config = _pyproject()["tool"]["ruff"]
+    assert config["line-length"] == 100
+    assert {"E", "F", "W", "I", "B", "UP"} <= set(config["lint"]["select"])
+
+
+def test_require_names_the_extra():
+    from keras_local import optional
+
+    assert optional.require("json").dumps([]) == "[]"
+    with pytest.raises(ImportError) as excinfo:
+        optional.require("keras_local_no_such_module", extra="tune", feature="keras-local tune")
+    assert isinstance(excinfo.value, optional.MissingOptionalDependency)
+    assert str(excinfo.value) == (
+        'keras-local tune needs keras_local_no_such_module: pip install "keras-local[tune]"'
+    )
+    assert excinfo.value.extra == "tune"
+    assert not optional.available("keras_local_no_such_module")
+    assert optional.available("json")
+
+
+_JAX_ONLY_CHILD = r"""
+import importlib.abc
+import json
+import sys
+
+BLOCKED = set(sys.argv[1].split(","))
+
+
+class JaxOnlyInstall(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ImportError(f"No module named {name!r} (not in a JAX-only install)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, JaxOnlyInstall())
+
+import keras
+import numpy as np
+
+import keras_local
+from keras_local import optional
+
+assert keras.backend.backend() == "jax", keras.backend.backend()
+(x, y), (x_test, y_test) = keras_local.data.load("fashion_mnist", download=False)
+x, y, x_test, y_test = x[:2048], y[:2048], x_test[:1000], y_test[:1000]
+keras.utils.set_random_seed(0)
+model = keras_local.zoo.mlp(layers=2, units=256, rule="predsim", input_shape=(28, 28, 1))
+before = model.evaluate(x_test, y_test, batch_size=500, verbose=0, return_dict=True)
+history = model.fit(x, y, epochs=2, batch_size=128, verbose=0)
+after = model.evaluate(x_test, y_test, batch_size=500, verbose=0, return_dict=True)
+try:
+    optional.require("keras_tuner", feature="keras-local tune")
+    missing = None
+except ImportError as e:
+    missing = str(e)
+print(json.dumps({
+    "before": before["output_loss"],
+    "after": after["output_loss"],
+    "accuracy": after["accuracy"],
+    "losses": history.history["loss"],
+    "imported": sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED),
+    "missing": missing,
+}))
+"""
+
+
+def test_jax_only_install_trains(tmp_path):
+    """keras_local imports and trains with only keras, jax and numpy: the
+    optional packages cannot be imported in the child process."""
+    import importlib.util
+    import json
+
+    from keras_local import data
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed")
+    if not any(
+        data._has_all_files(d, data.FASHION_MNIST_FILES)
+        for d in data._fashion_mnist_search_dirs(None)
+    ):
+        pytest.skip("the Fashion-MNIST files are not on this machine")
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    child = subprocess.run(
+        [sys.executable, "-c", _JAX_ONLY_CHILD, ",".join(OPTIONAL_MODULES)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr[-4000:]
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result["imported"] == []
+    assert result["after"] < 0.75 * result["before"], result
+    assert result["losses"][-1] < result["losses"][0], result
+    assert result["accuracy"] > 0.6, result  # chance is 0.1
+    assert result["missing"] == (
+        'keras-local tune needs keras-tuner: pip install "keras-local[tune]"'
+    )

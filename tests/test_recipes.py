@@ -40,16 +40,17 @@ def test_fashion_mnist_recipes_have_the_papers_settings(model, rule):
     assert recipe.batch_size == 128
     assert recipe.learning_rate == 5e-4
     assert recipe.dropout == (0.025 if model == "mlp" else 0.1)
-    assert recipe.beta == (0.99 if rule == "predsim" else None)
+    # Rule parameters are rule options.
+    assert recipe.rule_options.get("beta") == (0.99 if rule == "predsim" else None)
     expected_dim = 1024 if model == "vgg8b" and rule in ("pred", "predsim") else None
-    assert recipe.dim_in_decoder == expected_dim
+    assert recipe.rule_options.get("dim_in_decoder") == expected_dim
     assert recipe.activation is None  # the rule's default
     assert recipe.augment is True and recipe.cutout is None
     assert recipe.paper_test_error == TABLE_2[model, rule]
     assert recipe.table.startswith("Table 2")
     assert recipe.column == ("glob" if rule == "backprop" else rule)
     # The rule takes every parameter the recipe sets.
-    rules.get(rule, beta=recipe.beta, dim_in_decoder=recipe.dim_in_decoder)
+    rules.get(rule, **recipe.rule_options)
     # The file says where its numbers come from.
     assert "Table 2" in path.read_text(encoding="utf-8").splitlines()[1]
 
@@ -93,7 +94,7 @@ def test_recipes_beside_table_2_share_its_settings(model, name):
         assert getattr(recipe, key) == getattr(backprop, key), key
     assert recipe.paper_test_error is None
     # The rule and its options build.
-    rule = rules.get(recipe.rule, **(recipe.rule_options or {}), beta=recipe.beta)
+    rule = rules.get(recipe.rule, **recipe.rule_options)
     assert recipe.rule_label().startswith(rule.name)
 
 
@@ -161,9 +162,9 @@ def _rows(results):
 def test_run_recipe_appends_one_row_per_run(tmp_path, monkeypatch):
     calls = []
 
-    def fake_train(**arguments):
-        calls.append(arguments)
-        return _fake_result(arguments)
+    def fake_train(settings, **arguments):
+        calls.append(settings.to_dict())
+        return _fake_result(calls[-1])
 
     monkeypatch.setattr(recipes.experiment, "train", fake_train)
     results = tmp_path / "results" / "results.md"
@@ -180,7 +181,7 @@ def test_run_recipe_appends_one_row_per_run(tmp_path, monkeypatch):
     assert calls[0]["epochs"] == 4
     assert calls[0]["milestones"] == [2, 3, 4]  # 100, 150, 175, 188 of 200, scaled
     assert calls[0]["train_examples"] == 1000
-    assert calls[0]["beta"] == 0.99 and calls[0]["dropout"] == 0.025
+    assert calls[0]["rule_options"]["beta"] == 0.99 and calls[0]["dropout"] == 0.025
 
     recipes.run_recipe(path, results=results, verbose=0)  # the full recipe
     assert calls[1]["epochs"] == 200
