@@ -11,8 +11,8 @@ def paper_milestones(epochs, fractions=PAPER_FRACTIONS):
     """Epochs (0-based, counted as finished epochs) where the rate drops.
 
     `round(f * epochs)` for each fraction: 50, 75, 89, 94 for 100 epochs.
-    The reference scripts use 100, 150, 175, 188 for 200 epochs and 200, 300,
-    350, 375 for 400; recipes give those explicitly.
+    Recipes give the reference scripts' own milestones explicitly
+    (docs/papers.md).
     """
     return sorted({max(1, round(f * epochs)) for f in fractions})
 
