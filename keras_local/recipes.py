@@ -34,7 +34,7 @@ import platform
 
 from keras_local import experiment
 from keras_local.run_files import load_toml
-from keras_local.run_settings import RULE_OPTION_SHORTHANDS
+from keras_local.run_settings import check_known_keys
 from keras_local.run_settings import RunSettings
 
 #: The heading and explanation written at the top of a new results file.
@@ -118,15 +118,7 @@ class Recipe:
         """A recipe from a dict of recipe keys; `ValueError` for unknown or
         missing keys."""
         where = f" in {path}" if path else ""
-        unknown = sorted(set(values) - set(cls.keys()))
-        if unknown:
-            hint = ""
-            if set(unknown) & set(RULE_OPTION_SHORTHANDS):
-                hint = " Rule parameters go in rule_options, e.g. rule_options = { beta = 0.99 }."
-            raise ValueError(
-                f"Unknown recipe key{'s' if len(unknown) > 1 else ''} "
-                f"{', '.join(unknown)}{where}. Valid keys: {', '.join(cls.keys())}.{hint}"
-            )
+        check_known_keys(values, cls.keys(), "recipe key", where)
         missing = [key for key in cls.required_keys() if key not in values]
         if missing:
             raise ValueError(

@@ -173,16 +173,7 @@ class RunSettings:
     def from_dict(cls, values, where=""):
         """Settings from a dict of setting names; `ValueError` for unknown
         names (a rule parameter among them is pointed to `rule_options`)."""
-        unknown = sorted(set(values) - set(cls.names()))
-        if unknown:
-            hint = ""
-            if set(unknown) & set(RULE_OPTION_SHORTHANDS):
-                hint = " Rule parameters such as beta go in rule_options."
-            raise SettingsError(
-                f"Unknown setting{'s' if len(unknown) > 1 else ''} "
-                f"{', '.join(unknown)}{where}. Valid settings: "
-                f"{', '.join(cls.names())}.{hint}"
-            )
+        check_known_keys(values, cls.names(), "setting", where)
         values = dict(values)
         if values.get("rule_options") is None:
             values.pop("rule_options", None)
@@ -289,6 +280,20 @@ class RunSettings:
 
 
 # ------------------------------------------------------------------ checks
+def check_known_keys(values, valid, what, where=""):
+    """`SettingsError` naming the keys of `values` not in `valid` (a rule
+    parameter among them is pointed to `rule_options`)."""
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        hint = ""
+        if set(unknown) & set(RULE_OPTION_SHORTHANDS):
+            hint = " Rule parameters go in rule_options, e.g. rule_options = { beta = 0.99 }."
+        raise SettingsError(
+            f"Unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"
+            f"{where}. Valid {what}s: {', '.join(valid)}.{hint}"
+        )
+
+
 def check_positive_int(name, value, *, optional=False, allow_zero=False):
     """`ValueError` unless `value` is a positive (or non-negative) integer;
     `None` passes when `optional`."""

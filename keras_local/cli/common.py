@@ -41,6 +41,12 @@ def first_paragraph(text):
 
 def add_run_arguments(parser):
     """`--output`, `--seed` and `--quiet` of the commands that train a run."""
+    add_output_argument(parser)
+    parser.add_argument("--seed", type=int, help="random seed (default: not seeded)")
+    add_quiet_argument(parser)
+
+
+def add_output_argument(parser):
     parser.add_argument(
         "--output",
         metavar="PATH",
@@ -48,8 +54,6 @@ def add_run_arguments(parser):
         "to PATH.json (default: saved_models/<model>-<rule>-<dataset>.keras). An "
         "interrupted run resumes when run again with the same settings and output",
     )
-    parser.add_argument("--seed", type=int, help="random seed (default: not seeded)")
-    add_quiet_argument(parser)
 
 
 def add_quiet_argument(parser):

@@ -1,5 +1,6 @@
 """`keras-local train`: one training run from command-line settings."""
 
+from keras_local.cli.common import add_output_argument
 from keras_local.cli.common import add_quiet_argument
 from keras_local.cli.common import usage_errors
 
@@ -27,13 +28,7 @@ def add_parser(commands):
         help="skip the final pass over the training set that reports every layer's "
         "train accuracy beside its test accuracy",
     )
-    parser.add_argument(
-        "--output",
-        metavar="PATH",
-        help="where to save the model, a path ending in .keras; a JSON summary goes "
-        "to PATH.json (default: saved_models/<model>-<rule>-<dataset>.keras). An "
-        "interrupted run resumes when run again with the same settings and output",
-    )
+    add_output_argument(parser)
     add_quiet_argument(parser)
     return parser
 

@@ -1,5 +1,6 @@
 """`keras-local tune`: a hyperparameter search, then the best retrained."""
 
+from keras_local.cli.common import add_quiet_argument
 from keras_local.cli.common import add_subset_arguments
 from keras_local.cli.common import fail
 from keras_local.cli.common import usage_errors
@@ -38,6 +39,13 @@ def add_parser(commands):
     parser.add_argument("--model", choices=zoo.names(), help="default: mlp")
     parser.add_argument("--rule", choices=rules.names(), help="default: predsim")
     parser.add_argument("--dataset", choices=data.DATASETS, help="default: fashion_mnist")
+    _add_search_arguments(parser)
+    _add_space_arguments(parser)
+    _add_storage_arguments(parser)
+    return parser
+
+
+def _add_search_arguments(parser):
     parser.add_argument(
         "--tuner", choices=("hyperband", "random", "bayesian"), help="default: hyperband"
     )
@@ -62,6 +70,9 @@ def add_parser(commands):
         metavar="F",
         help="share of the training set held out for the objective (default: 0.1)",
     )
+
+
+def _add_space_arguments(parser):
     for name, what in (
         ("learning-rate", "the learning rate, sampled on a log scale (default: 1e-4 3e-3)"),
         ("dropout", "the dropout rate (default: 0 0.3 in steps of 0.05)"),
@@ -104,6 +115,9 @@ def add_parser(commands):
         type=int,
         help="seeds the validation split, the tuner and the initial weights (default: 0)",
     )
+
+
+def _add_storage_arguments(parser):
     add_subset_arguments(parser)
     parser.add_argument(
         "--directory", default="tuning", help="where searches are stored (default: tuning)"
@@ -148,12 +162,7 @@ def add_parser(commands):
         const=False,
         help="compile without XLA (starts faster; for very small models)",
     )
-    parser.add_argument(
-        "--quiet",
-        action="store_true",
-        help="one line per epoch instead of a progress bar (for logs)",
-    )
-    return parser
+    add_quiet_argument(parser)
 
 
 def run(args, print_fn=print):
