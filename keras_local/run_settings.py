@@ -364,5 +364,5 @@ _TYPES = {
 
 def _short(value):
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.6g}"
     return str(value)

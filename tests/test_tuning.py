@@ -4,6 +4,8 @@ and a small real Fashion-MNIST subset."""
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import keras_tuner
@@ -159,6 +161,18 @@ def test_changed_settings_do_not_resume(resumed_search):
         _tune(directory, space={"learning_rate": [1e-3, 2e-3]})
 
 
+def test_overwrite_starts_afresh(tmp_path):
+    """With overwrite, a project with other settings is replaced, and its
+    settings record (search.json) is the new search's."""
+    _tune(tmp_path, max_trials=1)
+    with pytest.raises(ValueError, match="overwrite=True, --overwrite"):
+        _tune(tmp_path, max_trials=1, max_epochs=2)
+    result = _tune(tmp_path, max_trials=1, max_epochs=2, overwrite=True)
+    assert [t["trial_id"] for t in result.trials] == ["0"]
+    assert _read(tmp_path / "search" / "search.json")["max_epochs"] == 2
+    assert _tune(tmp_path, max_trials=1, max_epochs=2).trials == result.trials  # resumes
+
+
 @pytest.mark.parametrize("limit, trials", [(3, 2), (1, 3)])
 def test_a_search_where_every_trial_fails_raises(tmp_path, limit, trials):
     """keras-tuner marks failed trials and still returns "best" values; with
@@ -268,12 +282,12 @@ def test_train_and_tune_build_the_same_rule(monkeypatch, tmp_path, options, code
         monkeypatch, tmp_path, model="al_mlp", rule="associated", rule_options=options
     ).rule
     monkeypatch.undo()
-    built = zoo.al_mlp(rule={"name": "associated", "config": dict(options or {})}).rule
+    built = zoo.get("al_mlp")(rule={"name": "associated", "config": dict(options or {})}).rule
     resolved = zoo.resolve_rule("al_mlp", "associated", options)
     assert tuned.code_units == trained.code_units == built.code_units == code_units
     assert tuned == trained == built == resolved
     if options is None:
-        assert zoo.al_mlp(rule="associated").rule == tuned
+        assert zoo.get("al_mlp")(rule="associated").rule == tuned
 
 
 def test_rule_parameters_are_searched_as_rule_options():
@@ -288,9 +302,7 @@ def test_rule_parameters_are_searched_as_rule_options():
     hp = keras_tuner.HyperParameters()
     assert hypermodel.build(hp).rule.code_units == 32
     assert hp.values == {"rule.code_units": 32, "learning_rate": 1e-3}
-    command = tuning._train_command(
-        "al_mlp", "associated", "mnist", hypermodel, hp.values, None, 128, True
-    )
+    command = hypermodel.train_settings(hp.values, dataset="mnist").command_line()
     assert command.endswith("--learning-rate 0.001 --rule-option code_units=32")
     # Searched beta as a builder argument keeps working, and a rule
     # parameter is checked like beta.
@@ -304,9 +316,63 @@ def test_rule_parameters_are_searched_as_rule_options():
             "given as a rule option",
         ),
         (dict(rule="predsim", space={"rule.beta": [0.1, 0.5], "beta": [0.1, 0.5]}), "given"),
+        (dict(rule="predsim", fixed={"rule_options": {"beta": 0.5}}), "cannot be searched"),
     ]:
         with pytest.raises(ValueError, match=message):
             tuning.LocalHyperModel("mlp", input_shape=(8, 8, 1), num_classes=4, **kwargs)
+
+
+def test_beta_and_dim_in_decoder_are_rule_options():
+    """A bare `beta` or `dim_in_decoder`, searched or fixed, reaches the
+    builder inside its rule, never as a builder argument, and is a rule
+    option of the `keras-local train` command."""
+    hypermodel = tuning.LocalHyperModel(
+        "mlp",
+        "predsim",
+        input_shape=(8, 8, 1),
+        num_classes=4,
+        space={"beta": {"value": 0.9}, "learning_rate": 1e-3},
+        fixed={"dim_in_decoder": 64, **TINY},
+    )
+    calls, builder = [], hypermodel.builder
+    hypermodel.builder = lambda **arguments: calls.append(arguments) or builder(**arguments)
+    hp = keras_tuner.HyperParameters()
+    rule = hypermodel.build(hp).rule
+    assert rule.beta == 0.9 and rule.dim_in_decoder == 64
+    assert not {"beta", "dim_in_decoder"} & set(calls[0])
+    assert calls[0]["rule"] == {"name": "predsim", "config": {"dim_in_decoder": 64, "beta": 0.9}}
+    # `layers` and `units` are not `keras-local train` settings: no command.
+    assert hypermodel.train_settings(hp.values, dataset="mnist") is None
+    hypermodel.fixed = {"dim_in_decoder": 64}
+    settings = hypermodel.train_settings(hp.values, dataset="mnist", batch_size=64)
+    assert settings.rule_options == {"beta": 0.9, "dim_in_decoder": 64}
+    assert settings.command_line() == (
+        "keras-local train --dataset mnist --batch-size 64 --learning-rate 0.001 "
+        "--rule-option beta=0.9 --rule-option dim_in_decoder=64"
+    )
+
+
+def test_keras_tuner_is_imported_only_when_searching():
+    """`import keras_local` and the search spaces and recipes do not import
+    keras-tuner; without it, `tune` names the extra to install."""
+    code = (
+        "import sys, keras_local\n"
+        "from keras_local import tuning\n"
+        "tuning.normalize_space(tuning.default_space('predsim'))\n"
+        "tuning.load_recipe(sys.argv[1])\n"
+        "assert 'keras_tuner' not in sys.modules, 'imported'\n"
+        "sys.modules['keras_tuner'] = None\n"
+        "try:\n"
+        "    tuning.tune\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    recipe = glob.glob(os.path.join(ROOT, "tuning", "*.toml"))[0]
+    done = subprocess.run(
+        [sys.executable, "-c", code, recipe], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'pip install "keras-local[tune]"' in done.stdout
 
 
 def test_search_space_forms_and_errors():
@@ -327,7 +393,7 @@ def test_search_space_forms_and_errors():
     }
     hp = keras_tuner.HyperParameters()
     for name, entry in space.items():
-        tuning._declare(hp, name, entry)
+        tuning.space.declare(hp, name, entry)
     assert hp.values["units"] in range(8, 65, 8) and hp.values["width"] == 2
     for bad, message in [
         ({"learning_rate": [0.0, 1e-2]}, "must be positive"),
