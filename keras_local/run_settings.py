@@ -260,7 +260,7 @@ class RunSettings:
             parser.add_argument(
                 "--" + name.replace("_", "-"),
                 dest=f"rule_option_{name}",
-                type=_number,
+                type=number,
                 metavar="VALUE",
                 help=f"the rule parameter {name}, as --rule-option {name}=VALUE "
                 f"(rules that take it: {', '.join(takers)})",
@@ -327,7 +327,7 @@ def _checked_milestones(milestones):
 
 
 # ------------------------------------------------------- parsing from text
-def _number(text):
+def number(text):
     """An int when the text is integral (`2`), else a float (`1.5`)."""
     try:
         value = float(text)
@@ -345,7 +345,7 @@ def parse_rule_option(text):
     if lowered in ("true", "false"):
         return name, lowered == "true"
     try:
-        return name, _number(value)
+        return name, number(value)
     except argparse.ArgumentTypeError:
         return name, value
 
@@ -354,7 +354,7 @@ _TYPES = {
     "epochs": int,
     "batch_size": int,
     "learning_rate": float,
-    "width": _number,
+    "width": number,
     "dropout": float,
     "train_examples": int,
     "test_examples": int,

@@ -217,3 +217,30 @@ def test_bad_rule_option_is_a_usage_error(capsys):
     assert status == 2 and "feedback must be one of" in err
     status, _, err = _main(capsys, "train", "--rule", "pred", "--rule-option", "beta=0.5")
     assert status == 2 and "does not take beta" in err
+
+
+def test_tune_searches_any_rule_parameter_from_the_command_line():
+    from keras_local.cli import tune as tune_command
+
+    args = cli.build_parser().parse_args(
+        ["tune", "--model", "lra_mlp", "--rule", "rec-lra", "--range", "rule.gamma", "0.001", "0.1"]
+    )
+    arguments = tune_command.tune_arguments(args)
+    assert arguments["space"]["rule.gamma"] == [0.001, 0.1]
+    assert {"learning_rate", "dropout"} <= set(arguments["space"])  # the defaults stay
+    args = cli.build_parser().parse_args(
+        ["tune", "--rule", "pred", "--rule-option", "gamma=2"]
+    )
+    with pytest.raises(ValueError, match="does not take gamma"):
+        tune_command.tune_arguments(args)
+
+
+def test_internal_errors_keep_their_traceback(monkeypatch, capsys):
+    """Only the user's mistakes are usage errors; a bug is not hidden."""
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(experiment, "train", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        cli.main(["train", "--epochs", "1"])

@@ -4,6 +4,7 @@ from keras_local.cli.common import add_quiet_argument
 from keras_local.cli.common import add_subset_arguments
 from keras_local.cli.common import fail
 from keras_local.cli.common import usage_errors
+from keras_local.run_settings import number
 from keras_local.run_settings import parse_rule_option
 
 NAME = "tune"
@@ -11,7 +12,6 @@ INTERRUPTED = "Run the same command again to resume the search; finished trials 
 
 
 def add_parser(commands):
-    # Not `keras_local.tuning` (it imports keras-tuner): only `tune` needs it.
     from keras_local import data
     from keras_local import rules
     from keras_local import zoo
@@ -46,8 +46,10 @@ def add_parser(commands):
 
 
 def _add_search_arguments(parser):
+    from keras_local import tuning
+
     parser.add_argument(
-        "--tuner", choices=("hyperband", "random", "bayesian"), help="default: hyperband"
+        "--tuner", choices=tuning.TUNERS, help="default: hyperband"
     )
     parser.add_argument(
         "--max-trials",
@@ -85,6 +87,16 @@ def _add_space_arguments(parser):
         parser.add_argument(
             f"--{name}", type=float, nargs=2, metavar=("MIN", "MAX"), help=f"range of {what}"
         )
+    parser.add_argument(
+        "--range",
+        dest="ranges",
+        action="append",
+        nargs=3,
+        default=[],
+        metavar=("NAME", "MIN", "MAX"),
+        help="range of any other searched value: a builder argument, or a rule "
+        "parameter as rule.NAME, e.g. --range rule.gamma 0.001 0.1 (repeatable)",
+    )
     parser.add_argument(
         "--fixed",
         action="append",
@@ -221,6 +233,7 @@ def tune_arguments(args):
         }
     rule = arguments.get("rule", "predsim")
     ranges = {"learning_rate": args.learning_rate, "dropout": args.dropout, "beta": args.beta}
+    ranges.update({name: [number(low), number(high)] for name, low, high in args.ranges})
     if any(ranges.values()):
         space = dict(arguments.get("space") or tuning.default_space(rule))
         space.update({name: list(r) for name, r in ranges.items() if r is not None})
