@@ -30,6 +30,8 @@ import os
 
 import numpy as np
 
+from keras_local import optional
+
 #: Default number of examples the measures are computed on (a fixed-seed,
 #: stratified subset): pairwise distances cost O(n^2) per class.
 DEFAULT_MAX_EXAMPLES = 2000
@@ -373,7 +375,14 @@ def layer_activations(model, x, layer, batch_size=256):
 # t-SNE
 
 
+def _require(module):
+    """Imports an optional package of the t-SNE plots, or says to install
+    `keras-local[analysis]`."""
+    return optional.require(module, extra="analysis", feature="t-SNE plots (keras_local.analysis)")
+
+
 def _class_colors(num_classes):
+    _require("matplotlib")
     from matplotlib import colormaps
 
     if num_classes <= 10:
@@ -394,6 +403,7 @@ def tsne_embedding(features, seed=0, perplexity=30.0):
     Returns:
         A float array `(N, 2)`.
     """
+    _require("sklearn")
     from sklearn.manifold import TSNE
 
     features = _flatten(features).astype(np.float32)
@@ -447,6 +457,8 @@ def tsne_plot(
     ...           class_names=CLASS_NAMES["fashion_mnist"])  # doctest: +SKIP
     'docs/block2.png'
     """
+    _require("matplotlib")
+    _require("sklearn")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

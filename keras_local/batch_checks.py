@@ -63,7 +63,8 @@ class BatchChecker:
             )
         if labels.size == 0:
             return
-        if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        dtype = labels.dtype
+        if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
             raise ValueError(f"Labels must be integer class ids; got dtype {labels.dtype}.")
         flat = labels.reshape(-1)
         not_integer = ~np.isfinite(flat) | (np.mod(np.nan_to_num(flat), 1) != 0)

@@ -15,9 +15,12 @@ Where the data comes from:
   Debian package `dataset-fashion-mnist` (`SYSTEM_DATA_DIRS`), and (3) the
   normal Keras download `keras.datasets.fashion_mnist.load_data()`.
 * `mnist`, `cifar10`, `cifar100`: `keras.datasets.<name>.load_data()` when
-  Keras has already cached the file, otherwise tensorflow-datasets.
+  Keras has already cached the file, otherwise tensorflow-datasets, or, when
+  tensorflow-datasets is not installed (a JAX- or torch-only install), the
+  Keras download.
 * `kmnist`, `svhn_cropped` (train = `train` + `extra`), `stl10` (the labelled
-  5k `train` split and the `test` split): tensorflow-datasets.
+  5k `train` split and the `test` split): tensorflow-datasets, which needs
+  TensorFlow: `pip install "keras-local[tf]"`.
 
 If a data set cannot be found or downloaded, `DatasetUnavailableError` says what
 to install or where to put the files.
@@ -31,6 +34,8 @@ import os
 import tempfile
 
 import numpy as np
+
+from keras_local import optional
 
 __all__ = [
     "DATASETS",
@@ -327,13 +332,14 @@ def _tfds_to_numpy(ds, tfds):
 
 def _load_tfds(name, data_dir, download):
     try:
-        import tensorflow_datasets as tfds
+        tfds = optional.require(
+            "tensorflow_datasets", extra="tf", feature=f"Loading {name!r}"
+        )
     except ImportError as e:
         raise DatasetUnavailableError(
-            f"Loading {name!r} needs tensorflow-datasets (and TensorFlow), which "
-            "cannot be imported: " + str(e) + ". Install them with "
-            "`pip install tensorflow-cpu tensorflow-datasets`. "
-            + _tfds_help(name, data_dir)
+            f"{e} (tensorflow-datasets and TensorFlow; on a machine without a GPU "
+            "`pip install tensorflow-cpu tensorflow-datasets` is a smaller "
+            "download). " + _tfds_help(name, data_dir)
         ) from e
     out = []
     for split in _TFDS_SPLITS[name]:
@@ -359,6 +365,12 @@ def _load_tfds(name, data_dir, download):
 # Public loader
 
 
+def _tfds_installed():
+    """Whether tensorflow-datasets and TensorFlow can be imported (checked
+    without importing them). Separate so tests can replace it."""
+    return optional.available("tensorflow_datasets") and optional.available("tensorflow")
+
+
 def _load_keras_or_tfds(name, data_dir, download):
     cached = os.path.join(_keras_datasets_dir(), _KERAS_CACHE_FILES[name])
     if os.path.exists(cached):
@@ -366,7 +378,24 @@ def _load_keras_or_tfds(name, data_dir, download):
             return _keras_download(name)
         except Exception:  # noqa: BLE001 - e.g. a corrupt cached file; try tfds
             pass
-    return _load_tfds(name, data_dir, download)
+    if _tfds_installed():
+        return _load_tfds(name, data_dir, download)
+    # No tensorflow-datasets (a JAX- or torch-only install): Keras downloads
+    # these sets itself, without TensorFlow.
+    how = (
+        f"Data set {name!r} is not in the Keras cache ({cached}), and "
+        f"tensorflow-datasets is not installed ({optional.install_command('tf')}). "
+        f"load({name!r}, download=True) downloads it with "
+        f"keras.datasets.{name}.load_data(), which needs the internet"
+    )
+    if not download:
+        raise DatasetUnavailableError(how + " (download=False was given).")
+    try:
+        return _keras_download(name)
+    except Exception as e:  # noqa: BLE001 - any download failure means unavailable
+        raise DatasetUnavailableError(
+            how + f"; it failed with {type(e).__name__}: {e}"
+        ) from e
 
 
 def _to_nhwc(x, channels):

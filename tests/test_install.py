@@ -270,3 +270,44 @@ def test_jax_only_install_trains(tmp_path):
     assert result["missing"] == (
         'keras-local tune needs keras-tuner: pip install "keras-local[tune]"'
     )
+
+
+def test_missing_optional_packages_name_their_extra(monkeypatch):
+    """As in an install without the `analysis` and `tf` extras."""
+    import numpy as np
+
+    from keras_local import analysis
+    from keras_local import data
+    from keras_local import optional
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # `import sklearn` fails
+    with pytest.raises(optional.MissingOptionalDependency, match=r"keras-local\[analysis\]"):
+        analysis.tsne_embedding(np.zeros((5, 3)))
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(data.DatasetUnavailableError, match=r"keras-local\[tf\]"):
+        data.load("kmnist", download=False)
+
+
+def test_keras_sets_load_without_tensorflow_datasets(tmp_path, monkeypatch):
+    """Without tensorflow-datasets (a JAX-only install) MNIST and CIFAR come
+    from Keras' own download."""
+    import numpy as np
+
+    from keras_local import data
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(data, "_tfds_installed", lambda: False)
+    calls = []
+
+    def fake_keras(name):
+        calls.append(name)
+        x = np.zeros((4, 28, 28), np.uint8)
+        return (x, np.ones(4, np.uint8)), (x, np.ones(4, np.uint8))
+
+    monkeypatch.setattr(data, "_keras_download", fake_keras)
+    (x, y), _ = data.load("mnist")
+    assert calls == ["mnist"] and x.shape == (4, 28, 28, 1) and y.dtype == np.int32
+    with pytest.raises(data.DatasetUnavailableError, match=r"download=False") as excinfo:
+        data.load("mnist", download=False)
+    assert 'pip install "keras-local[tf]"' in str(excinfo.value) and calls == ["mnist"]
