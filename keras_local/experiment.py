@@ -226,8 +226,9 @@ def load_data(settings):
     """`((x_train, y_train), (x_test, y_test))` of the run, cut to its
     `train_examples` and `test_examples`."""
     (x_train, y_train), (x_test, y_test) = data_lib.load(settings.dataset)
-    train_set = _first(x_train, y_train, settings.train_examples, "train_examples", settings.dataset)
-    test_set = _first(x_test, y_test, settings.test_examples, "test_examples", settings.dataset)
+    dataset = settings.dataset
+    train_set = _first(x_train, y_train, settings.train_examples, "train_examples", dataset)
+    test_set = _first(x_test, y_test, settings.test_examples, "test_examples", dataset)
     return train_set, test_set
 
 
@@ -265,7 +266,7 @@ def _result(settings, output, epoch_log, test_metrics, train_metrics, train_set,
         output=output,
         summary=output + ".json",
         backend=keras.backend.backend(),
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         parameters=settings.to_dict(),
     )
 

@@ -318,7 +318,11 @@ def _checked_milestones(milestones):
         raise SettingsError(f"milestones must be a list of epoch numbers, got {milestones!r}.")
     milestones = list(milestones)
     for milestone in milestones:
-        if isinstance(milestone, bool) or not isinstance(milestone, numbers.Integral) or milestone < 1:
+        if (
+            isinstance(milestone, bool)
+            or not isinstance(milestone, numbers.Integral)
+            or milestone < 1
+        ):
             raise SettingsError(
                 "milestones must be positive integers (epochs after which the "
                 f"learning rate drops), got {milestones!r}."

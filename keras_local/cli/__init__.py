@@ -49,6 +49,7 @@ def main(argv=None):
     """Runs `keras-local` with `argv` (default: the command line); returns
     the exit status."""
     from keras_local.data import DatasetUnavailableError
+    from keras_local.optional import MissingOptionalDependency
     from keras_local.run_settings import SettingsError
 
     parser = build_parser()
@@ -58,7 +59,7 @@ def main(argv=None):
         command.run(args)
     except (UsageError, SettingsError) as e:
         parser.exit(2, f"{PROG}: error: {e}\n")
-    except DatasetUnavailableError as e:
+    except (DatasetUnavailableError, MissingOptionalDependency) as e:
         parser.exit(1, f"{PROG}: error: {e}\n")
     except KeyboardInterrupt:
         message = getattr(command, "INTERRUPTED", None)
