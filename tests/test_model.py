@@ -59,7 +59,8 @@ def test_evaluation_numbers_match_an_independent_computation():
 def test_keras_file_round_trip_predicts_identically(tmp_path, fashion_subset):
     (x, y), (xt, _) = fashion_subset
     model = zoo.vgg8b(
-        rule="predsim", input_shape=(28, 28, 1), width=0.125, dim_in_decoder=256, dropout=0.1,
+        rule="predsim", rule_options={"dim_in_decoder": 256}, input_shape=(28, 28, 1),
+        width=0.125, dropout=0.1,
         augmentation=data.augmentation("fashion_mnist", cutout=14, seed=1),
     )
     model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)

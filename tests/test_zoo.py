@@ -1,6 +1,8 @@
 """Zoo builders: parameter counts of the reference, architecture details,
 rule composition and bad input."""
 
+import dataclasses
+import inspect
 import math
 
 import keras
@@ -11,6 +13,8 @@ from keras_local import rules
 from keras_local import zoo
 from keras_local.layers import ConvBlock
 from keras_local.layers import DenseBlock
+from keras_local.zoo.options import build_model
+from keras_local.zoo.stacks import dense_stack
 
 # Inference-network parameter counts of the reference README (millions).
 REFERENCE_COUNTS = [
@@ -72,11 +76,33 @@ def test_builders_compile_adam_with_the_papers_settings():
     assert all(block.dropout == 0.1 for block in model.hidden_blocks)
 
 
-def test_beta_and_dim_in_decoder_reach_the_heads():
-    model = zoo.vgg8b(rule="predsim", beta=0.9, dim_in_decoder=1024, input_shape=(28, 28, 1))
-    assert model.rule.beta == 0.9
-    head = model.objectives[0].prediction_head
-    assert head.decoder_input_dim == 1024 and head.pool_size == (16, 8)
+def test_rule_options_reach_the_heads():
+    options = {"beta": 0.9, "dim_in_decoder": 1024}
+    for rule in (
+        dict(rule="predsim", rule_options=options),
+        dict(rule={"name": "predsim", "config": options}),
+        dict(rule=rules.get("predsim", **options)),
+    ):
+        model = zoo.vgg8b(**rule, input_shape=(28, 28, 1))
+        assert model.rule.beta == 0.9
+        head = model.objectives[0].prediction_head
+        assert head.decoder_input_dim == 1024 and head.pool_size == (16, 8)
+
+
+def test_rule_parameters_are_not_builder_arguments():
+    for name in ("beta", "dim_in_decoder"):
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}'.*rule_options"):
+            zoo.vgg8b(rule="predsim", **{name: 0.9})
+
+
+def test_every_builder_takes_the_common_options_last():
+    common = [field.name for field in dataclasses.fields(zoo.BuildOptions)]
+    for builder in [*map(zoo.get, zoo.names()), zoo.vgg, zoo.resnet]:
+        parameters = inspect.signature(builder).parameters
+        assert list(parameters)[-len(common):] == common, builder.__name__
+        assert parameters["name"].default == builder.__name__
+    assert inspect.signature(zoo.al_mlp).parameters["learning_rate"].default == 1e-4
+    assert inspect.signature(zoo.mlp).parameters["units"].default == 1024
 
 
 def test_unknown_model_names_the_valid_ones():
@@ -90,7 +116,7 @@ def test_unknown_model_names_the_valid_ones():
 
 def test_rule_parameter_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="does not take beta"):
-        zoo.mlp(rule="pred", beta=0.5)
+        zoo.mlp(rule="pred", rule_options={"beta": 0.5})
 
 
 def test_wrong_input_rank_for_conv_models():
@@ -263,10 +289,10 @@ def test_conv_block_pooling_round_trips_through_its_config():
 
 # ------------------------------------------------------------------ groups
 def test_builder_groups():
-    """The components of rules that train groups (associated learning)."""
+    """The groups of rules that train groups (associated learning)."""
     cases = [
         (zoo.mlp(rule="backprop"), [1, 1, 1]),
-        # VGG_AL's components: conv128+conv256+pool, conv256+conv512+pool,
+        # Kao & Chen's VGG_AL groups: conv128+conv256+pool, conv256+conv512+pool,
         # conv512+pool+conv512+pool, the dense block.
         (zoo.vgg8b(rule="backprop"), [2, 2, 2, 1]),
         (zoo.vgg11b(rule="backprop"), [4, 2, 3, 1]),
@@ -285,7 +311,7 @@ def test_builder_groups():
         zoo.vgg8b(rule="backprop", conv_groups=(2, 2))
 
 
-def test_associated_learning_components_are_the_builders_groups():
+def test_associated_learning_trains_the_builders_groups():
     model = zoo.vgg8b(rule="associated", width=1 / 32, fc_units=16, input_shape=(16, 16, 1))
     assert model.units() == [[0, 1], [2, 3], [4, 5], [6]]
     assert [o is not None for o in model.objectives] == [False, True] * 3 + [True]
@@ -293,23 +319,69 @@ def test_associated_learning_components_are_the_builders_groups():
 
 
 # ---------------------------------------------- architecture rule defaults
-def test_architecture_defaults_apply_only_to_rules_that_take_them():
+@pytest.fixture
+def toy_mlp():
+    """A builder registered by the test (architecture defaults of two rule
+    parameters), unregistered after it."""
+
+    @zoo.register(
+        "toy_mlp", rule="associated", rule_defaults={"code_units": 6, "target_dim": 64}
+    )
+    def toy_mlp(layers=2, units=8, *, options):
+        """Two small dense blocks."""
+        blocks = dense_stack([int(units * options.width)] * layers, options)
+        return build_model(blocks, options)
+
+    yield toy_mlp
+    zoo.unregister("toy_mlp")
+    assert "toy_mlp" not in zoo.names()
+
+
+def test_a_model_registered_in_one_file_is_a_zoo_model(toy_mlp):
+    assert "toy_mlp" in zoo.names() and zoo.get("toy_mlp") is toy_mlp
+    assert list(inspect.signature(toy_mlp).parameters)[:3] == ["layers", "units", "rule"]
+    assert zoo.resolve_rule("toy_mlp").code_units == 6
+    assert zoo.resolve_rule("toy_mlp", "associated", {"code_units": 4}).code_units == 4
+    model = toy_mlp(units=8, input_shape=(4, 4, 1), num_classes=3, learning_rate=1e-3)
+    assert model.name == "toy_mlp" and model.rule == zoo.resolve_rule("toy_mlp")
+    assert [b.units for b in model.hidden_blocks] == [8, 8]
+    assert all(b.activation == model.rule.default_activation for b in model.hidden_blocks)
+    x = np.random.default_rng(0).normal(size=(32, 4, 4, 1)).astype("float32")
+    history = model.fit(x, np.arange(32) % 3, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_architecture_defaults_apply_only_to_rules_that_take_them(toy_mlp):
     # `target_dim` as an architecture default: pred-bpf takes it, backprop
     # and predsim do not (and are built as without it).
-    assert zoo._get_rule("pred-bpf", target_dim=64).target_dim == 64
-    assert zoo._get_rule("backprop", target_dim=64) == rules.get("backprop")
-    assert zoo._get_rule("predsim", beta=0.9, target_dim=64) == rules.get("predsim", beta=0.9)
-    # The caller's own rule parameters still apply, and still fail loudly
-    # for a rule that does not take them.
-    assert zoo._get_rule("predsim-bpf", beta=0.5, target_dim=64).beta == 0.5
+    assert zoo.resolve_rule("toy_mlp", "pred-bpf").target_dim == 64
+    assert zoo.resolve_rule("toy_mlp", "backprop") == rules.get("backprop")
+    assert zoo.resolve_rule("toy_mlp", "predsim", {"beta": 0.9}) == rules.get(
+        "predsim", beta=0.9
+    )
+    assert toy_mlp(rule="pred-bpf").rule.target_dim == 64
+    # The caller's own rule parameters still apply (over the architecture's
+    # defaults and a dict's config), and still fail loudly for a rule that
+    # does not take them.
+    assert zoo.resolve_rule("toy_mlp", "predsim-bpf", {"beta": 0.5}).beta == 0.5
+    assert zoo.resolve_rule("toy_mlp", "pred-bpf", {"target_dim": 8}).target_dim == 8
+    given = {"name": "pred-bpf", "config": {"target_dim": 16}}
+    assert zoo.resolve_rule("toy_mlp", given).target_dim == 16
+    assert zoo.resolve_rule("toy_mlp", given, {"target_dim": 8}).target_dim == 8
+    assert toy_mlp(rule=given, rule_options={"target_dim": 8}).rule.target_dim == 8
     with pytest.raises(ValueError, match="does not take beta"):
-        zoo._get_rule("pred", beta=0.5, target_dim=64)
-    # A Rule instance (or a serialised rule) keeps its own values.
+        zoo.resolve_rule("toy_mlp", "pred", {"beta": 0.5})
+    with pytest.raises(ValueError, match="does not take beta"):
+        toy_mlp(rule="pred", rule_options={"beta": 0.5})
+    # A Rule instance (or a serialised rule) keeps its own values; only the
+    # caller's options override them.
     own = rules.get("pred-bpf", target_dim=32)
-    assert zoo._get_rule(own, target_dim=64).target_dim == 32
-    assert zoo._get_rule(rules.serialize(own), target_dim=64).target_dim == 32
+    assert zoo.resolve_rule("toy_mlp", own) is own
+    assert toy_mlp(rule=own).rule is own
+    assert zoo.resolve_rule("toy_mlp", rules.serialize(own)).target_dim == 32
+    assert zoo.resolve_rule("toy_mlp", own, {"target_dim": 8}).target_dim == 8
     with pytest.raises(ValueError, match="Unknown rule 'nope'"):
-        zoo._get_rule("nope", target_dim=64)
+        zoo.resolve_rule("toy_mlp", "nope")
 
 
 @pytest.mark.parametrize(
@@ -336,7 +408,11 @@ def test_resolve_rule_is_the_builders_rule():
     assert zoo.resolve_rule("al_mlp", "associated", units=64, width=0.5).code_units == 32
     assert zoo.resolve_rule("al_cnn", "associated", code_units=16).code_units == 16
     assert zoo.resolve_rule("mlp", "predsim", {"beta": 0.5}) == rules.get("predsim", beta=0.5)
-    assert zoo.resolve_rule("mlp", "predsim", beta=0.5, learning_rate=1.0).beta == 0.5
+    assert zoo.resolve_rule("mlp", "predsim", {"beta": 0.5}, learning_rate=1.0).beta == 0.5
+    # Rule parameters are options, not builder arguments.
+    with pytest.raises(TypeError, match="takes no argument beta; rule parameters go in"):
+        zoo.resolve_rule("mlp", "predsim", beta=0.5)
+    assert zoo.resolve_rule(zoo.vgg, "associated").code_units == 300
     own = rules.get("associated", code_units=12)
     assert zoo.resolve_rule("al_mlp", own) is own
     with pytest.raises(ValueError, match="does not take code_units"):

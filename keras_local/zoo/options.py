@@ -1,0 +1,93 @@
+"""The options every zoo builder takes, and the compiled model it returns."""
+
+import dataclasses
+
+import keras
+
+from keras_local.model import LocalModel
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """The options every builder takes, declared once.
+
+    A builder takes them as keywords after its own arguments (`register`
+    adds them to its signature) and hands its architecture function one
+    `BuildOptions` with `rule` resolved to a `Rule` (`resolve_rule`, which
+    has applied `rule_options`) and `activation` resolved to a name.
+
+    Args:
+        rule: a rule name (`keras_local.rules.names()`), a
+            `{"name", "config"}` dict or a `Rule` instance; `None`: the
+            builder's default rule.
+        rule_options: rule parameters, e.g. `{"beta": 0.9}`; they win over
+            the architecture's defaults of rule parameters and over the
+            config of a rule given as a dict.
+        num_classes: number of classes.
+        input_shape: shape of one example; `None` builds from the first batch.
+        width: multiplies the architecture's widths (conv channels, or the
+            units of an MLP).
+        dropout: dropout rate of the hidden blocks.
+        learning_rate: Adam's learning rate.
+        activation: the hidden activation; `None`: the builder's (most take
+            the rule's default: ReLU for backprop and pred, leaky ReLU 0.01
+            for sim and predsim).
+        augmentation: a layer applied to training inputs only.
+        name: the model's name; `None`: the builder's.
+
+    Example:
+
+    >>> from keras_local import rules
+    >>> options = BuildOptions(rule=rules.get("backprop"), activation="relu")
+    >>> options.width, options.learning_rate
+    (1, 0.0005)
+    """
+
+    rule: object = "predsim"
+    rule_options: dict | None = None
+    num_classes: int = 10
+    input_shape: tuple | None = None
+    width: float = 1
+    dropout: float = 0.0
+    learning_rate: float = 5e-4
+    activation: str | None = None
+    augmentation: keras.layers.Layer | None = None
+    name: str | None = None
+
+
+def build_model(blocks, options, groups=None):
+    """A compiled `LocalModel` of `blocks` with the resolved `options`.
+
+    Adam with epsilon 1e-8 (the reference code's optimizer) and XLA, so that
+    a builder's model trains as returned.
+
+    Args:
+        blocks: the hidden blocks, in order.
+        options: a `BuildOptions` whose `rule` is a `Rule`.
+        groups: how many consecutive blocks form each group (the groups of
+            rules that train groups); `None`: one block each.
+
+    Example:
+
+    >>> from keras_local import rules
+    >>> from keras_local.layers import DenseBlock
+    >>> options = BuildOptions(rule=rules.get("backprop"), name="tiny")
+    >>> build_model([DenseBlock(8)], options, groups=[1]).name
+    'tiny'
+    """
+    model = LocalModel(
+        blocks,
+        num_classes=options.num_classes,
+        rule=options.rule,
+        augmentation=options.augmentation,
+        input_shape=options.input_shape,
+        groups=groups,
+        name=options.name,
+    )
+    # XLA on every backend: on TensorFlow's CPU path Keras' "auto" leaves it
+    # off, and it halves the local-loss step time there.
+    model.compile(
+        optimizer=keras.optimizers.Adam(options.learning_rate, epsilon=1e-8),
+        jit_compile=True,
+    )
+    return model
