@@ -22,7 +22,7 @@ def _brute_force_distances(features, labels):
     classes = sorted(set(labels))
     intra_per_class, centroids = [], []
     for label in classes:
-        members = [f for f, l in zip(features, labels) if l == label]
+        members = [f for f, y in zip(features, labels) if y == label]
         distances = [
             math.sqrt(sum((a - b) ** 2 for a, b in zip(members[i], members[j])))
             for i in range(len(members))

@@ -1,13 +1,13 @@
 """keras_local.data: loaders (offline), metadata and augmentation builders."""
 
+import dataclasses
 import gzip
 import os
 import struct
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from keras_local import data
 from keras_local.layers.cutout import Cutout
@@ -234,7 +234,7 @@ def test_info_values():
     assert stl.input_shape == (96, 96, 3) and stl.cutout_length == 48
     assert data.info("svhn_cropped").cutout_length == 16
 
-    with pytest.raises(Exception):  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
         fm.num_classes = 3
     for name in data.DATASETS:
         i = data.info(name)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from keras_local import early_exit
-from keras_local import zoo
 from keras_local import rules
+from keras_local import zoo
 from tests.test_rule_matrix import MODELS
 from tests.test_rule_matrix import REPEATED_KINDS
 
@@ -156,7 +156,7 @@ def test_every_input_kind_builds_the_model(model_name, rule):
     eager, x, y = trained(model_name, rule, lazy=False)
     expected = eager.predict(x, verbose=0)
     for kind, make in input_kinds(x, y).items():
-        lazy, _, _ = trained(model_name, rule, lazy=True, data=lambda x, y: make())
+        lazy, _, _ = trained(model_name, rule, lazy=True, data=lambda x, y, make=make: make())
         np.testing.assert_allclose(
             lazy.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-5, err_msg=kind
         )
