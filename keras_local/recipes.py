@@ -34,8 +34,9 @@ import platform
 
 from keras_local import experiment
 from keras_local.run_files import load_toml
-from keras_local.run_settings import check_known_keys
 from keras_local.run_settings import RunSettings
+from keras_local.run_settings import SettingsError
+from keras_local.run_settings import check_known_keys
 
 #: The heading and explanation written at the top of a new results file.
 RESULTS_HEADER = """\
@@ -130,6 +131,13 @@ class Recipe:
             {key: value for key, value in values.items() if key not in PROVENANCE_KEYS},
             where=where,
         )
+        # Checked now, so that a bad value is named before any training
+        # (and not first met when the result row is written).
+        try:
+            settings.check()
+        except ValueError as e:
+            raise SettingsError(f"{e} (in the recipe{where})") from None
+        _check_provenance(provenance, where)
         return cls(settings, **provenance, path=None if path is None else str(path))
 
     @classmethod
@@ -203,6 +211,17 @@ class Recipe:
             settings.epochs = epochs
             settings.milestones = self.milestones_for(epochs)
         return settings
+
+
+def _check_provenance(provenance, where):
+    for key, value in provenance.items():
+        if key == "paper_test_error":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SettingsError(
+                    f"paper_test_error must be a number (percent), got {value!r}{where}."
+                )
+        elif not isinstance(value, str):
+            raise SettingsError(f"{key} must be text, got {value!r}{where}.")
 
 
 def recipe_directories():

@@ -124,15 +124,27 @@ class RunSettings:
 
     # ------------------------------------------------------------ checking
     def check(self):
-        """Raises `ValueError` naming the first invalid setting; returns
-        `self` with the milestones checked and sorted."""
+        """Raises `SettingsError` (a `ValueError`) naming the first invalid
+        setting, its type or its range; returns `self` with the milestones
+        checked and sorted."""
         from keras_local import data
         from keras_local import rules
         from keras_local import zoo
 
+        for name in ("model", "rule", "dataset"):
+            if not isinstance(getattr(self, name), str):
+                raise SettingsError(f"{name} must be a name, got {getattr(self, name)!r}.")
         zoo.get(self.model)
         rules.get(self.rule)
         data.info(self.dataset)
+        if not isinstance(self.augment, bool):
+            raise SettingsError(f"augment must be true or false, got {self.augment!r}.")
+        if self.activation is not None and not isinstance(self.activation, str):
+            raise SettingsError(
+                f"activation must be an activation name, got {self.activation!r}."
+            )
+        if self.cutout not in (None, True, False):
+            check_positive_int("cutout", self.cutout)
         check_positive_int("epochs", self.epochs)
         check_positive_int("batch_size", self.batch_size)
         check_positive_int("train_examples", self.train_examples, optional=True)

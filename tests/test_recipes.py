@@ -252,3 +252,28 @@ def test_run_recipe_trains_and_records_a_real_short_run(tmp_path):
     assert "CPUs" in cells["machine"]
     assert cells["date (UTC)"].endswith("+00:00")
     assert "short" in cells["note"] and "first 128 test examples" in cells["note"]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('augment = "no"', "augment must be true or false, got 'no'"),
+        ('epochs = "two"', "epochs must be a positive integer, got 'two'"),
+        ("dropout = 1.5", r"dropout must be a rate in \[0, 1\)"),
+        ('learning_rate = "5e-4"', "learning_rate must be a positive number"),
+        ("cutout = -2", "cutout must be a positive integer"),
+        ("model = 3", "model must be a name"),
+        ('paper_test_error = "8.5"', "paper_test_error must be a number"),
+        ('rule_options = "beta=0.9"', "rule_options must be a table"),
+    ],
+)
+def test_recipe_values_are_checked_by_type_when_read(tmp_path, line, message):
+    """A wrong type is named when the recipe is read, before any training
+    (`augment = "no"` used to read as true)."""
+    text = _recipe_path("mlp", "predsim").read_text(encoding="utf-8")
+    key = line.split(" = ")[0]
+    lines = [l for l in text.splitlines() if not l.startswith(f"{key} =")]
+    path = tmp_path / "bad.toml"
+    path.write_text("\n".join([line, *lines]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        Recipe.from_file(path)
