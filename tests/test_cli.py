@@ -12,9 +12,9 @@ import pytest
 
 import keras_local  # noqa: F401 - registers the classes `load_model` needs
 from keras_local import cli
-from keras_local import zoo
 from keras_local import experiment
 from keras_local import rules
+from keras_local import zoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_EXAMPLES, TEST_EXAMPLES = 256, 128

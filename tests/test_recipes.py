@@ -272,7 +272,7 @@ def test_recipe_values_are_checked_by_type_when_read(tmp_path, line, message):
     (`augment = "no"` used to read as true)."""
     text = _recipe_path("mlp", "predsim").read_text(encoding="utf-8")
     key = line.split(" = ")[0]
-    lines = [l for l in text.splitlines() if not l.startswith(f"{key} =")]
+    lines = [t for t in text.splitlines() if not t.startswith(f"{key} =")]
     path = tmp_path / "bad.toml"
     path.write_text("\n".join([line, *lines]) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=message):
