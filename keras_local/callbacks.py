@@ -1,5 +1,6 @@
 """Callbacks that report what the local rules are doing, block by block."""
 
+import math
 import re
 
 import keras
@@ -251,3 +252,47 @@ class CompactProgbarLogger(keras.callbacks.ProgbarLogger):
 
     def on_test_end(self, logs=None):
         super().on_test_end(self._shown(logs))
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a NaN or infinite loss.
+
+    Attributes:
+        epoch: the epoch it happened in, from 1.
+        step: the step within that epoch, from 1.
+        loss: the loss value (`nan`, `inf` or `-inf`).
+    """
+
+    def __init__(self, epoch, step, loss):
+        self.epoch, self.step, self.loss = epoch, step, loss
+        super().__init__(
+            f"Training diverged: the loss became {loss} at epoch {epoch}, step {step}. "
+            "Try a lower learning rate."
+        )
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or infinite by
+    raising `DivergenceError`, which names the epoch and step.
+
+    `LocalModel.fit` adds one unless the model's `stop_on_divergence` is
+    `False` or the callbacks already hold one; Keras' own
+    `TerminateOnNaN` only stops quietly, and the run then looks finished.
+
+    Example:
+
+    >>> model.fit(x, y, callbacks=[StopOnDivergence()])  # doctest: +SKIP
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            raise DivergenceError(self._epoch + 1, batch + 1, float(loss))

@@ -22,11 +22,18 @@ from keras_local import data as data_lib
 from keras_local import zoo
 from keras_local.callbacks import BlockReport
 from keras_local.callbacks import CompactProgbarLogger
+from keras_local.callbacks import DivergenceError
+from keras_local.callbacks import StopOnDivergence
 from keras_local.callbacks import block_metrics
 from keras_local.callbacks import format_block_table
+from keras_local.run_files import DamagedFileError
 from keras_local.run_files import check_model_path
 from keras_local.run_files import claim
+from keras_local.run_files import describe_changes
+from keras_local.run_files import lock
+from keras_local.run_files import read_summary
 from keras_local.run_files import save_model
+from keras_local.run_files import strict_json
 from keras_local.run_settings import SAVED_MODELS_DIR
 from keras_local.run_settings import RunSettings
 from keras_local.run_settings import SettingsError
@@ -148,36 +155,66 @@ def train(
     output = check_model_path(output if output is not None else settings.default_output())
     say = print_fn if verbose else (lambda *args, **kwargs: None)
 
-    # Build before loading the data: bad names and parameters fail in
-    # seconds, not after the data set is read.
-    network = build_network(settings)
-    backup_dir = output + ".backup"
-    _claim_backup(backup_dir, settings)
-    train_set, test_set = load_data(settings)
-    _say_plan(say, settings, network, train_set, test_set)
+    with lock(output):  # also checks that the output can be written
+        finished = finished_run(output, settings)
+        if finished is not None:
+            shutil.rmtree(output + ".backup", ignore_errors=True)  # left by a kill
+            say(
+                f"{output} is already trained with these settings (test error "
+                f"{finished.test_error:.2f}%); nothing to do. Delete it to train again."
+            )
+            return finished
+        # Build before loading the data: bad names and parameters fail in
+        # seconds, not after the data set is read.
+        network = build_network(settings)
+        backup_dir = output + ".backup"
+        _claim_backup(backup_dir, settings)
+        train_set, test_set = load_data(settings)
+        _say_plan(say, settings, network, train_set, test_set)
+        epoch_log = _fit(network, settings, train_set, test_set, backup_dir, verbose, print_fn)
 
-    epoch_log = _EpochLog(os.path.join(backup_dir, "history.json"))
-    if epoch_log.records:
-        say(f"Resuming the interrupted run backed up in {backup_dir}.")
-    callbacks = _callbacks(settings, backup_dir, epoch_log, verbose, print_fn)
-    network.fit(
-        *train_set,
-        batch_size=settings.batch_size,
-        epochs=settings.epochs,
-        validation_data=test_set,
-        validation_batch_size=settings.batch_size,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-
-    test_metrics = _evaluate(network, test_set, settings.batch_size)
-    train_metrics = _evaluate(network, train_set, settings.batch_size) if layer_report else None
-    result = _result(settings, output, epoch_log, test_metrics, train_metrics, train_set, test_set)
-    result.wall_time_s = time.perf_counter() - start
-    save_model(network, output, result.to_dict())
-    shutil.rmtree(backup_dir, ignore_errors=True)
+        test_metrics = _evaluate(network, test_set, settings.batch_size)
+        train_metrics = (
+            _evaluate(network, train_set, settings.batch_size) if layer_report else None
+        )
+        result = _result(
+            settings, output, epoch_log, test_metrics, train_metrics, train_set, test_set
+        )
+        result.wall_time_s = time.perf_counter() - start
+        # The backup goes only once the model and summary are on disk: an
+        # interruption before then resumes (after the last epoch: straight
+        # to the evaluation).
+        save_model(network, output, result.to_dict())
+        shutil.rmtree(backup_dir, ignore_errors=True)
     _say_result(say, result)
     return result
+
+
+def finished_run(output, settings):
+    """The `ExperimentResult` of the finished run saved at `output` when it
+    was trained with `settings`; `None` when there is no model there.
+
+    Raises:
+        SettingsError: `output` holds a model trained with other settings
+            (or one without its summary), which a run must not replace.
+    """
+    if not os.path.exists(output):
+        return None
+    summary = read_summary(output)
+    if summary is None:
+        raise SettingsError(
+            f"{output} exists without its summary {output}.json, so what it holds is "
+            "unknown. Choose another output path (--output), or delete it to train."
+        )
+    current = json.loads(strict_json(settings.to_dict()))
+    if summary.get("parameters") != current:
+        raise SettingsError(
+            f"{output} holds a finished model trained with other settings "
+            f"({describe_changes(summary.get('parameters') or {}, current)}). Choose "
+            "another output path (--output), or delete it to train again."
+        )
+    fields = {field.name for field in dataclasses.fields(ExperimentResult)}
+    return ExperimentResult(**{k: v for k, v in summary.items() if k in fields})
 
 
 # ------------------------------------------------------------------- steps
@@ -232,6 +269,30 @@ def load_data(settings):
     return train_set, test_set
 
 
+def _fit(network, settings, train_set, test_set, backup_dir, verbose, print_fn):
+    """Trains, resuming from the backup; returns the epoch log. A diverged
+    run deletes its backup (resuming it would diverge again) and raises
+    `DivergenceError`."""
+    _check_backup(backup_dir)
+    epoch_log = _EpochLog(os.path.join(backup_dir, "history.json"))
+    if epoch_log.records and verbose:
+        print_fn(f"Resuming the interrupted run backed up in {backup_dir}.")
+    try:
+        network.fit(
+            *train_set,
+            batch_size=settings.batch_size,
+            epochs=settings.epochs,
+            validation_data=test_set,
+            validation_batch_size=settings.batch_size,
+            callbacks=_callbacks(settings, backup_dir, epoch_log, verbose, print_fn),
+            verbose=verbose,
+        )
+    except DivergenceError:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        raise
+    return epoch_log
+
+
 def _callbacks(settings, backup_dir, epoch_log, verbose, print_fn):
     callbacks = [StepDecay(settings.learning_rate, milestones=settings.milestones)]
     if verbose:
@@ -240,7 +301,13 @@ def _callbacks(settings, backup_dir, epoch_log, verbose, print_fn):
         # It shows the overall loss and accuracy; the table, the rest.
         callbacks.append(CompactProgbarLogger())
         callbacks.append(BlockReport(print_fn=print_fn, validation_name="test"))
-    return callbacks + [epoch_log, keras.callbacks.BackupAndRestore(backup_dir)]
+    # The backup outlives `fit` (train deletes it once the model is saved),
+    # and keeps the previous epoch's weights in case the latest are cut off.
+    backup = keras.callbacks.BackupAndRestore(
+        backup_dir, double_checkpoint=True, delete_checkpoint=False
+    )
+    # StopOnDivergence: the model adds its own one unless switched off.
+    return callbacks + [StopOnDivergence(), epoch_log, backup]
 
 
 def _evaluate(network, data, batch_size):
@@ -357,6 +424,40 @@ def _claim_backup(backup_dir, settings):
         holds="the backup of an interrupted run",
         start_over="choose another output path, or delete that directory to start over",
     )
+
+
+def _check_backup(backup_dir):
+    """`DamagedFileError` naming the backup when its files cannot be read
+    (Keras falls back to the previous weights when only the latest are)."""
+    damaged = []
+    for name in ("history.json", "training_metadata.json"):
+        path = os.path.join(backup_dir, name)
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except ValueError:
+                damaged.append(name)
+    weights = [os.path.join(backup_dir, "latest.weights.h5")]
+    weights.append(weights[0] + ".bkp")
+    present = [path for path in weights if os.path.exists(path)]
+    if present and not any(_readable_h5(path) for path in present):
+        damaged.append("latest.weights.h5")
+    if damaged:
+        raise DamagedFileError(
+            f"The backup in {backup_dir} is damaged ({', '.join(damaged)} cannot be read), "
+            "so the interrupted run cannot resume. Delete that directory to start over."
+        )
+
+
+def _readable_h5(path):
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            return True
+    except OSError:
+        return False
 
 
 class _EpochLog(keras.callbacks.Callback):

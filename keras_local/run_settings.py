@@ -198,10 +198,32 @@ class RunSettings:
         return values
 
     def default_output(self):
-        """`saved_models/<model>-<rule>[-<option>=<value>...]-<dataset>.keras`."""
+        """`saved_models/<model>-<rule>[-<option>=<value>]-<dataset>[-<setting>=<value>]`
+        with `.keras`: every setting that changes the trained model and is off
+        its default is named, so that runs of other settings never share a
+        file."""
         options = "".join(f"-{k}={v}" for k, v in sorted(self.rule_options.items()))
-        name = f"{self.model}-{self.rule}{options}-{self.dataset}.keras"
+        changes = "".join(f"-{item}" for item in self._changed_items())
+        name = f"{self.model}-{self.rule}{options}-{self.dataset}{changes}.keras"
         return os.path.join(SAVED_MODELS_DIR, name)
+
+    def _changed_items(self):
+        """`name=value` for each setting off its default that changes the
+        model (not `test_examples`; milestones only when not the paper's)."""
+        defaults = RunSettings()
+        for field in dataclasses.fields(self):
+            name, value = field.name, getattr(self, field.name)
+            if name in ("model", "rule", "dataset", "rule_options", "test_examples"):
+                continue
+            if name == "milestones":
+                if value is not None and list(value) != paper_milestones(self.epochs):
+                    yield "milestones=" + ",".join(map(str, value))
+            elif name == "augment":
+                if not value:
+                    yield "no-augment"
+            elif value != getattr(defaults, name):
+                is_flag = name == "cutout" and value is True
+                yield "cutout" if is_flag else f"{name}={_short(value)}"
 
     def command_line(self):
         """The `keras-local train` command for these settings (options at

@@ -48,6 +48,7 @@ def build_parser():
 def main(argv=None):
     """Runs `keras-local` with `argv` (default: the command line); returns
     the exit status."""
+    from keras_local.callbacks import DivergenceError
     from keras_local.data import DatasetUnavailableError
     from keras_local.optional import MissingOptionalDependency
     from keras_local.run_settings import SettingsError
@@ -61,6 +62,8 @@ def main(argv=None):
         parser.exit(2, f"{PROG}: error: {e}\n")
     except (DatasetUnavailableError, MissingOptionalDependency) as e:
         parser.exit(1, f"{PROG}: error: {e}\n")
+    except DivergenceError as e:
+        parser.exit(1, f"{PROG}: error: {e} Nothing was saved.\n")
     except KeyboardInterrupt:
         message = getattr(command, "INTERRUPTED", None)
         if message is None:

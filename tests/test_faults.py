@@ -1,0 +1,274 @@
+"""Faults a user meets: divergence, interruptions at every point of a run,
+two runs on one output, damaged files. Each run here is a narrow MLP on a
+small real Fashion-MNIST subset; the reference is one uninterrupted run with
+the same seed."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_local  # noqa: F401 - registers the classes `load_model` needs
+from keras_local import cli
+from keras_local import experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Two epochs, so that a run can stop between them, and no layer report: the
+# final evaluation alone stands for the work after the last epoch.
+ARGV = [
+    "--model", "mlp", "--width", "0.0625", "--epochs", "2", "--train-examples", "256",
+    "--test-examples", "128", "--batch-size", "64", "--seed", "3", "--no-layer-report",
+    "--quiet",
+]  # fmt: skip
+SETTINGS = dict(
+    model="mlp", width=0.0625, epochs=2, train_examples=256, test_examples=128,
+    batch_size=64, seed=3,
+)  # fmt: skip
+
+
+def _main(capsys, *argv):
+    try:
+        status = cli.main(list(argv))
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _train(output, **settings):
+    settings = {**SETTINGS, **settings}
+    return experiment.train(**settings, output=str(output), verbose=0, layer_report=False)
+
+
+def _weights(path):
+    return [np.asarray(w) for w in keras.saving.load_model(path).get_weights()]
+
+
+def _assert_same_model(path, reference):
+    for got, want in zip(_weights(path), _weights(reference), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _leftovers(output):
+    return sorted(
+        name
+        for name in os.listdir(os.path.dirname(output))
+        if name.startswith(os.path.basename(output)) or ".partial" in name
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The model of an uninterrupted run."""
+    output = tmp_path_factory.mktemp("reference") / "model.keras"
+    _train(output)
+    return output
+
+
+def _run_script(script, *args):
+    """Runs `script` (Python source) in a child process; returns it done."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def _rerun(output):
+    """The same command again, in a child process, as a user would."""
+    command = [sys.executable, "-m", "keras_local.cli", "train", *ARGV, "--output", str(output)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+# ----------------------------------------------------------------- divergence
+def test_a_diverged_run_fails_and_saves_nothing(tmp_path, capsys):
+    output = tmp_path / "nan.keras"
+    status, _, err = _main(capsys, "train", *ARGV, "--learning-rate", "1e12", "--output", str(output))
+    assert status == 1
+    assert "Training diverged: the loss became nan at epoch 1, step" in err
+    assert "Nothing was saved" in err
+    assert _leftovers(output) == []  # no model, summary, backup or lock
+
+
+def test_summaries_are_strict_json(reference):
+    def refuse(name):
+        raise AssertionError(f"{name} in the summary")
+
+    with open(f"{reference}.json") as f:
+        summary = json.load(f, parse_constant=refuse)
+    assert summary["parameters"]["width"] == 0.0625
+
+
+# ------------------------------------------------------------- interruptions
+def test_interrupted_after_the_last_epoch_resumes_to_the_same_model(
+    tmp_path, reference, monkeypatch
+):
+    """Ctrl-C during the final evaluation: the backup is kept, and the rerun
+    goes straight to the evaluation (no epoch is trained again)."""
+    output = tmp_path / "model.keras"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "_evaluate", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _train(output)
+    assert os.path.exists(f"{output}.backup/latest.weights.h5")
+    assert not os.path.exists(output)
+    rerun = _rerun(output)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "Resuming the interrupted run" in rerun.stdout
+    assert "Epoch 1/2" not in rerun.stdout and "Epoch 2/2" not in rerun.stdout
+    _assert_same_model(output, reference)
+    assert _leftovers(output) == ["model.keras", "model.keras.json"]
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+from keras_local import cli, run_files
+
+replace = os.replace
+
+def killed_when_the_model_is_renamed(source, target):
+    if str(target).endswith(".keras"):
+        os.kill(os.getpid(), signal.SIGKILL)  # the model file is written, not renamed
+    replace(source, target)
+
+run_files.os.replace = killed_when_the_model_is_renamed
+sys.exit(cli.main(["train", *sys.argv[1:]]))
+"""
+
+
+def test_killed_during_the_save_resumes_to_the_same_model(tmp_path, reference):
+    output = tmp_path / "model.keras"
+    killed = _run_script(KILL_DURING_SAVE, *ARGV, "--output", str(output))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not os.path.exists(output)  # never a truncated model at the output path
+    assert os.path.isdir(f"{output}.backup")
+    rerun = _rerun(output)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    _assert_same_model(output, reference)
+    assert _leftovers(output) == ["model.keras", "model.keras.json"]
+
+
+KILL_MID_EPOCH = """
+import os, signal, sys
+import keras
+from keras_local import cli, experiment
+
+class Kill(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1 and batch == 1:
+            os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+callbacks = experiment._callbacks
+experiment._callbacks = lambda *args: callbacks(*args) + [Kill()]
+sys.exit(cli.main(["train", *sys.argv[2:]]))
+"""
+
+
+@pytest.mark.parametrize("signal_name, status", [("SIGINT", 130), ("SIGKILL", -9)])
+def test_interrupted_mid_epoch_resumes_and_completes(tmp_path, signal_name, status):
+    """Stopped in the second epoch: the rerun trains the second epoch again
+    from the first one's backup and completes; the history has both."""
+    output = tmp_path / "model.keras"
+    stopped = _run_script(KILL_MID_EPOCH, signal_name, *ARGV, "--output", str(output))
+    assert stopped.returncode == status, stopped.stderr[-3000:]
+    if signal_name == "SIGINT":
+        assert "Run the same command again to resume" in stopped.stderr
+    rerun = _rerun(output)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "Resuming the interrupted run" in rerun.stdout
+    assert "Epoch 2/2" in rerun.stdout and "Epoch 1/2" not in rerun.stdout
+    with open(f"{output}.json") as f:
+        assert len(json.load(f)["history"]["loss"]) == 2
+    assert _leftovers(output) == ["model.keras", "model.keras.json"]
+
+
+# ---------------------------------------------------------- finished outputs
+def test_a_finished_model_is_kept(tmp_path, reference, capsys):
+    """The same command again reports the run complete; other settings on
+    the same output are refused instead of replacing it."""
+    mtime = os.path.getmtime(reference)
+    status, out, _ = _main(capsys, "train", *ARGV, "--output", str(reference))
+    assert status == 0 and "already trained with these settings" in out
+    assert os.path.getmtime(reference) == mtime
+    argv = [*ARGV, "--output", str(reference), "--epochs", "1"]
+    status, _, err = _main(capsys, "train", *argv)
+    assert status == 2
+    assert "holds a finished model trained with other settings (epochs: 2 then, 1 now" in err
+    assert os.path.getmtime(reference) == mtime
+
+
+def test_default_outputs_differ_when_the_model_does():
+    from keras_local.run_settings import RunSettings
+
+    relu = RunSettings(model="lra_mlp", rule="rec-lra", activation="relu", epochs=100)
+    elu = RunSettings(model="lra_mlp", rule="rec-lra", activation="elu", epochs=100)
+    smoke = RunSettings(model="lra_mlp", rule="rec-lra", activation="elu", epochs=1)
+    paths = {s.default_output() for s in (relu, elu, smoke)}
+    assert len(paths) == 3
+    assert RunSettings().default_output() == os.path.join(
+        "saved_models", "mlp-predsim-fashion_mnist.keras"
+    )
+
+
+def test_a_second_run_on_the_same_output_stops(tmp_path, capsys):
+    output = tmp_path / "model.keras"
+    with open(f"{output}.lock", "w") as f:
+        f.write(f"{os.uname().nodename} {os.getpid()}\n")  # this live process
+    status, _, err = _main(capsys, "train", *ARGV, "--output", str(output))
+    assert status == 2 and "Another run" in err and "is writing" in err
+    assert not os.path.exists(f"{output}.backup")
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
+    output = tmp_path / "model.keras"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    with open(f"{output}.lock", "w") as f:
+        f.write(f"{os.uname().nodename} {dead}\n")
+    result = _train(output, epochs=1)
+    assert result.epochs == 1 and not os.path.exists(f"{output}.lock")
+
+
+# ---------------------------------------------------------------- bad files
+def test_a_damaged_backup_is_named(tmp_path, capsys):
+    output = tmp_path / "model.keras"
+    backup = tmp_path / "model.keras.backup"
+    from keras_local.run_settings import RunSettings
+
+    settings = RunSettings(**SETTINGS).check()
+    settings.milestones = settings.resolved_milestones()
+    backup.mkdir()
+    (backup / "parameters.json").write_text(json.dumps(settings.to_dict()))
+    (backup / "history.json").write_text('[{"epoch": 0, "loss": 0.')  # cut off
+    status, _, err = _main(capsys, "train", *ARGV, "--output", str(output))
+    assert status == 2
+    assert f"The backup in {backup} is damaged (history.json cannot be read)" in err
+    assert "Delete that directory to start over" in err
+    (backup / "history.json").unlink()
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n cut off")
+    status, _, err = _main(capsys, "train", *ARGV, "--output", str(output))
+    assert status == 2 and "latest.weights.h5 cannot be read" in err
+
+
+def test_an_unwritable_output_fails_before_the_data_loads(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(experiment.data_lib, "load", no_data)
+    status, _, err = _main(capsys, "train", *ARGV, "--output", str(blocker / "m.keras"))
+    assert status == 2 and "Cannot create the directory for" in err
