@@ -81,11 +81,27 @@ class BatchChecker:
                 f"(labels from {flat.min().item()!r} to {flat.max().item()!r})."
             )
 
+    def check_values(self, x):
+        """Raises a `ValueError` when the NumPy array `x` holds NaN or an
+        infinity (training on them silently turns every weight to NaN)."""
+        if not (isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)):
+            return
+        finite = np.isfinite(x)
+        if not finite.all():
+            bad = int(x.size - np.count_nonzero(finite))
+            first = np.unravel_index(int(np.argmin(finite)), x.shape)
+            raise ValueError(
+                f"The inputs hold {bad} NaN or infinite value{'s' if bad > 1 else ''} "
+                f"(the first at example {first[0]}, value {x[first]!r}); clean the data "
+                "before training or predicting."
+            )
+
     def check(self, x, y=None):
-        """Checks inputs `x` (anything with a `shape`) and labels `y`
-        (`None`: none to check)."""
+        """Checks inputs `x` (anything with a `shape`; NumPy arrays also for
+        NaN and infinities) and labels `y` (`None`: none to check)."""
         if hasattr(x, "shape"):
             self.check_inputs(x.shape)
+            self.check_values(x)
         if y is not None:
             self.check_labels(y)
 

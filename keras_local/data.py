@@ -353,10 +353,10 @@ def _load_tfds(name, data_dir, download):
             )
             out.append(_tfds_to_numpy(ds, tfds))
         except Exception as e:  # noqa: BLE001 - missing data, failed download, ...
+            # The cause first: it may be a missing package, not missing data.
             raise DatasetUnavailableError(
-                _tfds_help(name, data_dir)
-                + f" tensorflow-datasets failed on split {split!r} with "
-                f"{type(e).__name__}: {e}"
+                f"tensorflow-datasets failed on split {split!r} of {name!r} with "
+                f"{type(e).__name__}: {e}. " + _tfds_help(name, data_dir)
             ) from e
     return tuple(out)
 

@@ -209,3 +209,22 @@ def test_class_weight_and_sample_weight_are_refused_by_name():
     with pytest.raises(ValueError, match="sample weights"):
         model.fit(x, y, sample_weight=np.ones(len(y)), verbose=0)
     assert int(model.optimizer.iterations) == 0
+
+
+@pytest.mark.parametrize("kind", ["arrays", "pydataset", "generator"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nan_or_infinite_inputs_are_refused(kind, value):
+    """Training on them would silently turn every weight to NaN."""
+    x, y = batches(bad_label=None, bad_batch=None)
+    x[BATCH + 2, 1, 1, 0] = value
+    model = sgd_model()
+    before = weights(model)
+    # The example is counted within the batch that holds it.
+    at = 10 if kind == "arrays" else 2
+    with pytest.raises(ValueError, match=rf"NaN or infinite value \(the first at example {at},"):
+        model.fit(*input_kind(kind, x, y), batch_size=BATCH, epochs=1, verbose=0)
+    if kind == "arrays":  # checked before any step
+        for got, want in zip(weights(model), before, strict=True):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.predict(x, verbose=0)

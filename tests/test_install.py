@@ -142,7 +142,7 @@ def test_extras_are_as_documented():
     assert _names(extras["jax"]) == {"jax"}
     # `tensorflow`, not `tensorflow-cpu`: a GPU user's install must not get the
     # CPU build forced on it (scripts/setup.sh swaps it on CPU machines).
-    assert _names(extras["tf"]) == {"tensorflow", "tensorflow-datasets"}
+    assert _names(extras["tf"]) == {"tensorflow", "tensorflow-datasets", "importlib_resources"}
     assert _names(extras["torch"]) == {"torch"}
     assert _names(extras["export"]) == {"tf2onnx", "onnx", "onnxruntime"}
     assert _names(extras["tune"]) == {"keras-tuner", "six", "tensorboard"}
