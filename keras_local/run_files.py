@@ -230,6 +230,37 @@ def save_model(model, path, summary):
     return summary_path
 
 
+def load_model_file(path, compile=False):
+    """Loads a saved `.keras` LocalModel; `SettingsError` when there is no
+    file, `DamagedFileError` naming the file when it cannot be read (cut
+    off, or not a Keras model) or is not a keras_local model."""
+    import zipfile
+
+    import keras
+
+    import keras_local  # noqa: F401 - registers the classes load_model needs
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise SettingsError(f"No saved model at {path!r}.")
+    if not zipfile.is_zipfile(path):
+        raise DamagedFileError(
+            f"{path} is not a readable .keras file (it is cut off, or not a Keras model "
+            "at all). Train it again, or restore it from a copy."
+        )
+    try:
+        model = keras.saving.load_model(path, compile=compile)
+    except Exception as e:  # noqa: BLE001 - any failure means the file is unusable
+        raise DamagedFileError(
+            f"{path} cannot be loaded as a Keras model ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). Train it again, or restore it "
+            "from a copy."
+        ) from e
+    if not hasattr(model, "hidden_blocks"):
+        raise SettingsError(f"{path} is not a keras_local LocalModel.")
+    return model
+
+
 def read_summary(path):
     """The JSON summary saved beside the model `path`; `None` when there is
     none; `DamagedFileError` when it is not valid JSON."""

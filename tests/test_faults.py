@@ -272,3 +272,15 @@ def test_an_unwritable_output_fails_before_the_data_loads(tmp_path, capsys, monk
     monkeypatch.setattr(experiment.data_lib, "load", no_data)
     status, _, err = _main(capsys, "train", *ARGV, "--output", str(blocker / "m.keras"))
     assert status == 2 and "Cannot create the directory for" in err
+
+
+@pytest.mark.parametrize("content", [b"", b"random bytes, not a zip", "cut"])
+def test_a_damaged_model_file_is_named_as_damaged(tmp_path, reference, capsys, content):
+    path = tmp_path / "damaged.keras"
+    if content == "cut":
+        content = reference.read_bytes()[:2000]  # a save cut off
+    path.write_bytes(content)
+    status, _, err = _main(capsys, "analyze", str(path), "--dataset", "fashion_mnist")
+    assert status == 2
+    assert f"{path} is not a readable .keras file" in err
+    assert "File not found" not in err

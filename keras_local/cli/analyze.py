@@ -59,20 +59,20 @@ def add_parser(commands):
 def run(args, print_fn=print):
     import os
 
-    import keras
-
     import keras_local  # noqa: F401 - registers the classes `load_model` needs
     from keras_local import analysis
     from keras_local import data
+    from keras_local.optional import require
+    from keras_local.run_files import load_model_file
 
     with usage_errors():
-        if not os.path.isfile(args.model):
-            raise ValueError(f"No saved model at {args.model!r}.")
+        model = load_model_file(args.model)
+        if args.tsne_layer is not None or args.tsne_out is not None:
+            # Before the measurements, not after them.
+            require("sklearn", feature="t-SNE plots (keras-local analyze)")
+            require("matplotlib", feature="t-SNE plots (keras-local analyze)")
         dataset = dataset_of_saved_model(args)
         check_positive(args, "examples", "batch_size")
-        model = keras.saving.load_model(args.model, compile=False)
-        if not hasattr(model, "hidden_blocks"):
-            raise ValueError(f"{args.model} is not a keras_local LocalModel.")
         layers = args.layers or [*range(1, len(model.hidden_blocks) + 1), "output"]
         for layer in [*layers, args.tsne_layer or "output"]:
             analysis.resolve_layer(model, layer)  # a bad layer fails before the data loads
