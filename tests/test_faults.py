@@ -284,3 +284,45 @@ def test_a_damaged_model_file_is_named_as_damaged(tmp_path, reference, capsys, c
     assert status == 2
     assert f"{path} is not a readable .keras file" in err
     assert "File not found" not in err
+
+
+KILLED_SEARCH = """
+import json, os, signal, sys
+import keras
+import numpy as np
+from keras_local import data, tuning
+
+class Kill(keras.callbacks.Callback):
+    trials = 0
+    def on_train_begin(self, logs=None):
+        Kill.trials += 1
+    def on_train_batch_end(self, batch, logs=None):
+        if Kill.trials == 2 and batch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+(x, y), _ = data.load("fashion_mnist")
+directory, output, kill = sys.argv[1], sys.argv[2], sys.argv[3] == "kill"
+result = tuning.tune(
+    "mlp", "predsim", (x[:256], y[:256]), tuner="random", max_trials=2, max_epochs=1,
+    fixed={"layers": 1, "units": 16}, batch_size=64, seed=3, directory=directory,
+    project_name="search", output=output, export=False, jit_compile=False, verbose=0,
+    callbacks=[Kill()] if kill else None,
+)
+print(json.dumps([t["hyperparameters"] for t in result.trials]))
+"""
+
+
+def test_a_killed_search_resumes_to_the_same_trials(tmp_path):
+    """Killed in its second trial: the rerun keeps the first trial, runs the
+    second with the same sampled values, and retrains the best."""
+    reference = _run_script(KILLED_SEARCH, str(tmp_path / "a"), str(tmp_path / "a.keras"), "no")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    directory, output = str(tmp_path / "b"), str(tmp_path / "b.keras")
+    killed = _run_script(KILLED_SEARCH, directory, output, "kill")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not os.path.exists(output)
+    resumed = _run_script(KILLED_SEARCH, directory, output, "no")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert trials == json.loads(reference.stdout.strip().splitlines()[-1])
+    assert os.path.exists(output) and os.path.exists(f"{output}.json")
