@@ -3,9 +3,9 @@
 An example answers at the first exit whose confidence reaches a threshold,
 and the blocks after that exit are not run for it.
 
-**Exits**, in order: every hidden block whose objective has a classifier
-(`LocalObjective.has_classifier`; its `predict(features, outputs)`), then the
-network's output (the output layer on the last block). For rules without an
+**Exits**, in order: every hidden block whose objective has a local
+classifier (`LocalObjective.has_local_classifier`; its `predict(features,
+outputs)`), then the network's output (the output layer on the last block). For rules without an
 output layer the last block's objective *is* the output, counted once.
 Rules without local classifiers (backprop, feedback alignment, sim, ...)
 get exits from probe heads: `keras_local.rules.with_probes(rule)`.
@@ -96,10 +96,10 @@ def exits(model):
         )
     found = []
     for index, objective in enumerate(model.objectives):
-        if objective is not None and objective.has_classifier:
+        if objective is not None and objective.has_local_classifier:
             found.append((index, f"block{index + 1}", objective.predict))
     last = len(blocks) - 1
-    if model.classifier is not None:
+    if model.output_layer is not None:
         found.append((last, "output", model.predict_from_last_block))
     else:
         # The last objective's prediction is the network's output (`call`).
@@ -123,7 +123,7 @@ def confidence(probabilities, criterion="max_probability"):
     `"max_probability"`: the largest probability; `"entropy"`:
     `1 - H(p) / log(num_classes)`.
     """
-    _check_criterion(criterion)
+    check_criterion(criterion)
     if criterion == "max_probability":
         return ops.max(probabilities, axis=-1)
     num_classes = probabilities.shape[-1]
@@ -134,7 +134,8 @@ def confidence(probabilities, criterion="max_probability"):
     return 1.0 - entropy / math.log(num_classes)
 
 
-def _check_criterion(criterion):
+def check_criterion(criterion):
+    """Raises a `ValueError` unless `criterion` is one of `CRITERIA`."""
     if criterion not in CRITERIA:
         raise ValueError(
             f"criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}."
@@ -160,11 +161,11 @@ def _batches(x, batch_size):
 
 def _as_inputs(model, x):
     x = np.asarray(x, dtype="float32")
-    expected = getattr(model, "_input_shape_checked", None)
-    if expected is not None and tuple(x.shape[1:]) != tuple(expected[1:]):
+    expected = getattr(model, "example_shape", None)
+    if expected is not None and tuple(x.shape[1:]) != tuple(expected):
         raise ValueError(
             f"{model.name} expects inputs of shape (batch, "
-            f"{', '.join(str(d) for d in expected[1:])}); got {tuple(x.shape)}."
+            f"{', '.join(str(d) for d in expected)}); got {tuple(x.shape)}."
         )
     return x
 
@@ -234,10 +235,10 @@ def input_signature(model):
     """`[inputs]` as a `tf.TensorSpec` with a dynamic batch size, named
     `"inputs"`."""
     tf = _require_tensorflow("A TensorFlow input signature")
-    shape = getattr(model, "_input_shape_checked", None)
+    shape = getattr(model, "example_shape", None)
     if shape is None:
         raise ValueError(f"{model.name} is not built; call it on a batch first.")
-    return [tf.TensorSpec((None, *shape[1:]), tf.float32, name="inputs")]
+    return [tf.TensorSpec((None, *shape), tf.float32, name="inputs")]
 
 
 def early_exit_graph(model, inputs, threshold, criterion="max_probability"):
@@ -252,7 +253,7 @@ def early_exit_graph(model, inputs, threshold, criterion="max_probability"):
     over the static list of exits), as SavedModel endpoints need.
     """
     tf = _require_tensorflow("The compiled early-exit path")
-    _check_criterion(criterion)
+    check_criterion(criterion)
     model_exits = exits(model)
     blocks = model.hidden_blocks
     last = len(model_exits) - 1
@@ -268,7 +269,7 @@ def early_exit_graph(model, inputs, threshold, criterion="max_probability"):
         )
         return probabilities, exit_index
 
-    def stage(k, start, features, h, index, results):
+    def from_exit(k, start, features, h, index, results):
         e = model_exits[k]
         features, h = _run_to(blocks, start, e.block, features, h)
         p = tf.cast(ops.softmax(e.head(features, h)), tf.float32)
@@ -288,7 +289,7 @@ def early_exit_graph(model, inputs, threshold, criterion="max_probability"):
         )
         return tf.cond(
             tf.size(index) > 0,
-            lambda: stage(k + 1, e.block + 1, features, h, index, results),
+            lambda: from_exit(k + 1, e.block + 1, features, h, index, results),
             lambda: results,
         )
 
@@ -296,7 +297,7 @@ def early_exit_graph(model, inputs, threshold, criterion="max_probability"):
         tf.zeros(tf.stack([n, model.num_classes]), tf.float32),
         tf.zeros(tf.reshape(n, [1]), tf.int32),
     )
-    probabilities, exit_index = stage(0, 0, None, inputs, tf.range(n), results)
+    probabilities, exit_index = from_exit(0, 0, None, inputs, tf.range(n), results)
     table = tf.constant([e.blocks_run for e in model_exits], tf.int32)
     return {
         "probabilities": probabilities,
@@ -315,7 +316,7 @@ def tf_early_exit_function(model, criterion="max_probability"):
     float32 scalar) running `early_exit_graph`; cached per model and
     criterion. TensorFlow backend only."""
     tf = _require_tensorflow("The compiled early-exit path")
-    _check_criterion(criterion)
+    check_criterion(criterion)
     signature = input_signature(model) + [tf.TensorSpec((), tf.float32, name="threshold")]
 
     def make(model):
@@ -374,7 +375,7 @@ def predict_early_exit(
         answering exit's softmax probabilities `(n, num_classes)` and its
         0-based index among the exits `(n,)`.
     """
-    _check_criterion(criterion)
+    check_criterion(criterion)
     threshold = _check_threshold(threshold)
     x = _as_inputs(model, x)
     if compiled is None:
@@ -434,7 +435,7 @@ def decide(probabilities, threshold, criterion="max_probability"):
     (`exit_probabilities`): `EarlyExitPrediction(probabilities,
     exit_index)`, the first exit whose confidence is `>= threshold`, else
     the last."""
-    _check_criterion(criterion)
+    check_criterion(criterion)
     threshold = _check_threshold(threshold)
     probabilities = np.asarray(probabilities, dtype="float32")
     num_exits, n = probabilities.shape[:2]
@@ -472,7 +473,7 @@ def report(
         (share of examples answering at each exit), `seconds_per_example`,
         `time_fraction` (of the full network's).
     """
-    _check_criterion(criterion)
+    check_criterion(criterion)
     x = _as_inputs(model, x)
     y = np.asarray(y).reshape(-1)
     model_exits = exits(model)

@@ -86,7 +86,7 @@ def _check_model(model):
         raise ValueError(
             f"Export needs a keras_local LocalModel; got {type(model).__name__}."
         )
-    if getattr(model, "_input_shape_checked", None) is None:
+    if model.example_shape is None:
         raise ValueError(
             f"{model.name} is not built; build it (input_shape=...) or call it on a "
             "batch before exporting."
@@ -119,7 +119,7 @@ def export_saved_model(model, path=None, criterion="max_probability", verbose=Fa
     """
     tf = _require_tensorflow("SavedModel export")
     _check_model(model)
-    early_exit_lib._check_criterion(criterion)
+    early_exit_lib.check_criterion(criterion)
     path = os.fspath(path) if path is not None else default_destination(model)
     signature = early_exit_lib.input_signature(model)
     threshold_spec = tf.TensorSpec((), tf.float32, name="threshold")
@@ -149,7 +149,7 @@ def metadata(model, criterion="max_probability"):
         "model": model.name,
         "rule": rules_lib.serialize(model.rule),
         "num_classes": model.num_classes,
-        "input_shape": list(model._input_shape_checked[1:]),
+        "input_shape": list(model.example_shape),
         "num_blocks": len(model.hidden_blocks),
         "criterion": criterion,
         "exits": [
@@ -191,7 +191,7 @@ def export_onnx(model, path=None, opset=None, verbose=False):
     if directory:
         os.makedirs(directory, exist_ok=True)
     wrapper = _Probabilities(model, name=f"{model.name}_probabilities")
-    shape = model._input_shape_checked[1:]
+    shape = model.example_shape
     wrapper(ops.zeros((1, *shape)))
     with warnings.catch_warnings():
         # Keras' numpy-2 patch of tf2onnx probes `np.object`.
@@ -235,7 +235,7 @@ def export_file(
     be installed), since the SavedModel is a TensorFlow graph.
     """
     _check_format(format)
-    early_exit_lib._check_criterion(criterion)
+    early_exit_lib.check_criterion(criterion)
     if not os.path.isfile(keras_path):
         raise ValueError(f"No saved model at {keras_path!r}.")
     path = os.fspath(path) if path is not None else default_destination(keras_path, format)

@@ -14,6 +14,7 @@ from keras_local.batch_checks import reraise_batch_check
 from keras_local.layers.prediction_head import HEAD_DTYPE
 from keras_local.layers.prediction_head import PredictionHead
 from keras_local.ops import prediction_loss
+from keras_local.rules.base import FORMER_CLASSES
 from keras_local.train_steps import BackendSteps
 
 
@@ -23,16 +24,20 @@ class LocalModel(BackendSteps, keras.Model):
 
     The network itself is plain: `call` runs the blocks in order and returns
     the output layer's logits. Training is where the rule comes in. The rule
-    gives every block a `LocalObjective` (its heads and local loss); the
-    training step runs the network *stage by stage* (each block with its
-    objective, then the output layer) with `stop_gradient` on every stage's
-    input, so no gradient crosses a block boundary, and takes one optimizer
-    step over all variables. On TensorFlow each stage has its own
-    `GradientTape`; on JAX the detached objectives are summed and
-    differentiated in one jitted step, which gives every block the same
-    gradient (see `compute_gradients`); on torch each segment's loss is
-    backpropagated as soon as the segment has run. A rule that does not
-    detach (backprop) makes the whole network one stage.
+    gives every block (or every group of blocks it trains as one) a
+    `LocalObjective` (its heads and local loss); the training step runs the
+    network *group by group* (each block with its objective, then the
+    output layer) with `stop_gradient` on every group's input, so no
+    gradient crosses a group boundary, and takes one optimizer step over
+    all variables. On TensorFlow each group has its own `GradientTape`; on
+    JAX the detached objectives are summed and differentiated in one jitted
+    step, which gives every block the same gradient (see
+    `compute_gradients`); on torch each group's loss is backpropagated as
+    soon as the group has run. A rule that does not detach (backprop) makes
+    the whole network one group.
+
+    The network's layers are indexed `0 .. len(hidden_blocks)`: hidden block
+    `i`, then the output layer (`output_layer`, if the rule has one).
 
     Made without `input_shape`, the model is built from its first batch's
     shape, with an open batch axis, before any step runs. `fit`,
@@ -58,8 +63,8 @@ class LocalModel(BackendSteps, keras.Model):
         groups: how the builder groups consecutive blocks (the number of
             blocks in each group, e.g. a ResNet's stem and stages); `None`
             makes every block its own group. Rules that train groups
-            (`Rule.trains_groups`, associated learning) give each group one
-            objective, on its last block.
+            (`Rule.trains_groups`, associated learning) train each group as
+            one, with one objective on its last block.
 
     Example:
 
@@ -93,18 +98,19 @@ class LocalModel(BackendSteps, keras.Model):
         for block in self.hidden_blocks:
             self.rule.prepare_block(block)
         objectives = [None] * len(self.hidden_blocks)
-        unit_objectives = self.rule.make_objectives(
-            [self.hidden_blocks[unit[-1]] for unit in self.units()], num_classes
+        group_objectives = self.rule.make_objectives(
+            [self.hidden_blocks[group[-1]] for group in self.block_groups()], num_classes
         )
-        for unit, objective in zip(self.units(), unit_objectives):
-            objectives[unit[-1]] = objective
+        for group, objective in zip(self.block_groups(), group_objectives):
+            objectives[group[-1]] = objective
         # Assigned whole: Keras tracks the layers of a list set as an attribute.
         self.objectives = objectives
-        self.classifier = None
+        self.uses_former_objective_names = False
+        self.output_layer = None
         if self.rule.has_output_layer:
             # float32 under a mixed precision policy: logits, probabilities
             # and the output cross-entropy keep full precision.
-            self.classifier = PredictionHead(
+            self.output_layer = PredictionHead(
                 num_classes,
                 dim_in_decoder=None,
                 kernel_initializer=self.rule.output_kernel_initializer,
@@ -112,10 +118,10 @@ class LocalModel(BackendSteps, keras.Model):
                 dtype=HEAD_DTYPE,
                 name="classifier",
             )
-        elif self.objectives[-1] is None or not self.objectives[-1].has_classifier:
+        elif self.objectives[-1] is None or not self.objectives[-1].has_local_classifier:
             raise ValueError(
                 f"Rule {self.rule.name!r} has no output layer, so its last "
-                "objective must have a classifier."
+                "objective must have a local classifier."
             )
         self.augmentation = augmentation
         self._make_metrics()
@@ -135,11 +141,12 @@ class LocalModel(BackendSteps, keras.Model):
         if self.augmentation is not None and not self.augmentation.built:
             self.augmentation.build(input_shape)
         for block, objective in zip(self.hidden_blocks, self.objectives):
-            features, x = block(x)
+            block_output = block(x)
+            x = block_output.outputs
             if objective is not None:
-                objective.build(features.shape, x.shape)
-        if self.classifier is not None:
-            self.classifier(x)
+                objective.build(block_output.features.shape, x.shape)
+        if self.output_layer is not None:
+            self.output_layer(x)
         self._input_shape_checked = input_shape
         self.built = True
 
@@ -150,119 +157,132 @@ class LocalModel(BackendSteps, keras.Model):
         return self.predict_from_last_block(features, x)
 
     def predict_from_last_block(self, features, outputs):
-        """The network's logits from the last block's `(features, outputs)`:
+        """The network's logits from the last block's `BlockOutput` fields:
         the output layer's, or the last objective's exit for rules without
         an output layer. float32 under every dtype policy (`HEAD_DTYPE`)."""
-        if self.classifier is None:
+        if self.output_layer is None:
             # The rule's own exit may compute in the policy's 16 bits.
             return ops.cast(self.objectives[-1].predict(features, outputs), HEAD_DTYPE)
-        return self.classifier(outputs)
+        return self.output_layer(outputs)
 
-    # ---------------------------------------------------------------- stages
     @property
-    def num_stages(self):
-        """The hidden blocks, then the output layer (if the rule has one)."""
-        return len(self.hidden_blocks) + (self.classifier is not None)
+    def classifier(self):
+        """Former name of `output_layer` (read-only)."""
+        # Also what a `.keras` file stores the output layer's weights under:
+        # Keras walks a model's attributes in sorted order, and `classifier`
+        # comes before `output_layer`.
+        return self.output_layer
 
-    def units(self):
-        """The rule's units, as lists of block indices: the builder's groups
-        for rules that train groups, otherwise every block on its own."""
+    # ---------------------------------------------------------------- groups
+    @property
+    def num_layers(self):
+        """The hidden blocks, then the output layer (if the rule has one)."""
+        return len(self.hidden_blocks) + (self.output_layer is not None)
+
+    def block_groups(self):
+        """The groups of hidden blocks the rule trains as one, as lists of
+        block indices: the builder's `groups` for rules that train groups,
+        otherwise every block on its own."""
         if not self.rule.trains_groups:
             return [[index] for index in range(len(self.hidden_blocks))]
-        units, start = [], 0
+        groups, start = [], 0
         for size in self.groups:
-            units.append(list(range(start, start + size)))
+            groups.append(list(range(start, start + size)))
             start += size
-        return units
+        return groups
 
-    def segments(self):
-        """Groups of stages that share one gradient computation.
+    def trained_groups(self):
+        """The groups of layers (indices, see the class docstring) that
+        each have one gradient computation in a training step.
 
-        Every unit (a block, or a group of blocks for rules that train
-        groups) and the output layer on their own for rules that detach
-        blocks; one group of all stages for rules that do not (backprop).
+        Every group of `block_groups` and the output layer on their own for
+        rules that detach blocks; one group of all layers for rules that do
+        not (backprop).
         """
         if not self.rule.detach_blocks:
-            return [list(range(self.num_stages))]
-        segments = self.units()
-        if self.classifier is not None:
-            segments.append([len(self.hidden_blocks)])
-        return segments
+            return [list(range(self.num_layers))]
+        groups = self.block_groups()
+        if self.output_layer is not None:
+            groups.append([len(self.hidden_blocks)])
+        return groups
 
-    def stage_variables(self, stage):
-        """Trainable variables of a stage: a block and its heads, or the
-        output layer. An objective may use another block's heads (associated
-        learning decodes through the lower ones); see `segment_variables`."""
-        if stage == len(self.hidden_blocks):
-            return list(self.classifier.trainable_variables)
-        variables = list(self.hidden_blocks[stage].trainable_variables)
-        if self.objectives[stage] is not None:
-            variables += self.objectives[stage].trainable_variables
+    def layer_variables(self, index):
+        """Trainable variables of layer `index`: a block and its heads, or
+        the output layer. An objective may use another block's heads
+        (associated learning decodes through the lower ones); see
+        `group_variables`."""
+        if index == len(self.hidden_blocks):
+            return list(self.output_layer.trainable_variables)
+        variables = list(self.hidden_blocks[index].trainable_variables)
+        if self.objectives[index] is not None:
+            variables += self.objectives[index].trainable_variables
         return variables
 
-    def segment_variables(self, segment):
-        """The trainable variables a segment's loss trains: those of its
-        stages that no earlier segment owns (a variable shared by several
-        objectives belongs to the first)."""
+    def group_variables(self, group):
+        """The trainable variables a group's loss trains (`group` is one of
+        `trained_groups()`): those of its layers that no earlier group owns
+        (a variable shared by several objectives belongs to the first)."""
         owner = {}
-        for index, other in enumerate(self.segments()):
-            for stage in other:
-                for variable in self.stage_variables(stage):
-                    owner.setdefault(id(variable), index)
-        index = self.segments().index(list(segment))
+        for position, other in enumerate(self.trained_groups()):
+            for index in other:
+                for variable in self.layer_variables(index):
+                    owner.setdefault(id(variable), position)
+        position = self.trained_groups().index(list(group))
         seen, variables = set(), []
-        for stage in segment:
-            for variable in self.stage_variables(stage):
-                if owner[id(variable)] == index and id(variable) not in seen:
+        for index in group:
+            for variable in self.layer_variables(index):
+                if owner[id(variable)] == position and id(variable) not in seen:
                     seen.add(id(variable))
                     variables.append(variable)
         return variables
 
-    def run_stage(self, stage, inputs, labels, training=False):
-        """Runs one stage; returns `(outputs, result)`.
+    def run_layer(self, index, inputs, labels, training=False):
+        """Runs layer `index`; returns `(outputs, result)`.
 
         `result` is the objective's dict (`"loss"`, its parts and `"logits"`
-        when it has a classifier), `{}` for a block without an objective.
+        when it has a local classifier), `{}` for a block without an
+        objective.
         """
-        if stage == len(self.hidden_blocks):
-            logits = self.classifier(inputs)
+        if index == len(self.hidden_blocks):
+            logits = self.output_layer(inputs)
             output_loss = prediction_loss(logits, labels)
             return logits, {
                 "loss": self.rule.output_loss_weight * output_loss,
                 "output_loss": output_loss,
                 "logits": logits,
             }
-        features, outputs = self.hidden_blocks[stage](inputs, training=training)
-        objective = self.objectives[stage]
+        features, outputs = self.hidden_blocks[index](inputs, training=training)
+        objective = self.objectives[index]
         if objective is None:
             return outputs, {}
         return outputs, objective(features, outputs, labels, training=training)
 
-    def run_segment(self, segment, inputs, labels, training=False):
-        """Runs a segment from its detached input; returns
-        `(outputs, results, loss)` with the sum of the stages' losses."""
+    def run_group(self, group, inputs, labels, training=False):
+        """Runs a group of layers from its detached input; returns
+        `(outputs, results, loss)` with the sum of the layers' losses."""
         # convert_to_tensor: torch's stop_gradient (`detach`) takes no NumPy.
         x = ops.stop_gradient(ops.convert_to_tensor(inputs))
         results = []
-        for stage in segment:
-            x, result = self.run_stage(stage, x, labels, training=training)
+        for index in group:
+            x, result = self.run_layer(index, x, labels, training=training)
             results.append(result)
         loss = sum(result["loss"] for result in results if "loss" in result)
         return x, results, loss
 
     def local_objective(self, x, labels, training=False):
-        """The summed objective of all stages, with inputs detached at every
-        segment boundary; returns `(total, results)`, one result per stage.
+        """The summed objective of all layers, with inputs detached at every
+        group boundary; returns `(total, results)`, one result per layer.
 
         Its gradient with respect to any variable equals the gradient of the
-        variable's own stage objective, because no other stage depends on it.
-        Rules with a top-down pass (`Rule.top_down`) add, after the forward
-        pass, each block's term driven by the error signal from above.
+        variable's own group objective, because no other group depends on
+        it. Rules with a top-down pass (`Rule.top_down`) add, after the
+        forward pass, each block's term driven by the error signal from
+        above.
         """
         results = []
-        for segment in self.segments():
-            x, segment_results, _ = self.run_segment(segment, x, labels, training)
-            results += segment_results
+        for group in self.trained_groups():
+            x, group_results, _ = self.run_group(group, x, labels, training)
+            results += group_results
         self.top_down_pass(results, labels)
         total = sum(result["loss"] for result in results if "loss" in result)
         return total, results
@@ -274,23 +294,24 @@ class LocalModel(BackendSteps, keras.Model):
         if not self.rule.top_down:
             return
         signal = self.rule.output_signal(self.output_result(results)["logits"], labels)
-        for stage in reversed(range(len(self.hidden_blocks))):
-            objective = self.objectives[stage]
+        for index in reversed(range(len(self.hidden_blocks))):
+            objective = self.objectives[index]
             if objective is None:
                 continue
-            term, signal = objective.top_down(results[stage], signal)
-            results[stage]["loss"] = results[stage]["loss"] + term
+            term, signal = objective.top_down(results[index], signal)
+            results[index]["loss"] = results[index]["loss"] + term
 
     def output_result(self, results):
         """The result holding the network's prediction: the output layer's,
         or the last block's for rules without an output layer."""
         return results[-1]
 
-    def segment_losses(self, results):
-        """The loss of every segment: the sum of its stages' losses."""
+    def group_losses(self, results):
+        """The loss of every group of `trained_groups`: the sum of its
+        layers' losses."""
         return [
-            sum(results[stage]["loss"] for stage in segment if "loss" in results[stage])
-            for segment in self.segments()
+            sum(results[index]["loss"] for index in group if "loss" in results[index])
+            for group in self.trained_groups()
         ]
 
     def augment(self, x):
@@ -304,12 +325,12 @@ class LocalModel(BackendSteps, keras.Model):
         self._output_metrics = {
             "losses": (
                 {"output_loss": keras.metrics.Mean(name="output_loss")}
-                if self.classifier is not None
+                if self.output_layer is not None
                 else {}
             ),
             "accuracy": keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
         }
-        self._stage_metrics = []
+        self._block_metrics = []
         for index, objective in enumerate(self.objectives, start=1):
             metrics = {"losses": {}, "accuracy": None}
             if objective is not None:
@@ -317,18 +338,18 @@ class LocalModel(BackendSteps, keras.Model):
                     metrics["losses"][f"{part}_loss"] = keras.metrics.Mean(
                         name=f"block{index}_{part}_loss"
                     )
-                if objective.has_classifier:
+                if objective.has_local_classifier:
                     metrics["accuracy"] = keras.metrics.SparseCategoricalAccuracy(
                         name=f"block{index}_pred_accuracy"
                     )
-            self._stage_metrics.append(metrics)
+            self._block_metrics.append(metrics)
 
     def update_metrics(self, total, results, labels):
         """Updates every tracker from a step's results; returns the logs."""
         batch_size = ops.shape(labels)[0]
         self._loss_tracker.update_state(total, sample_weight=batch_size)
         pairs = [(self._output_metrics, self.output_result(results))]
-        pairs += list(zip(self._stage_metrics, results))
+        pairs += list(zip(self._block_metrics, results))
         for metrics, result in pairs:
             for key, tracker in metrics["losses"].items():
                 tracker.update_state(result[key], sample_weight=batch_size)
@@ -340,7 +361,7 @@ class LocalModel(BackendSteps, keras.Model):
     @property
     def example_shape(self):
         """The shape of one example the model is built for (no batch axis),
-        or `None` before it is built."""
+        or `None` before it is built (what inputs are checked against)."""
         shape = getattr(self, "_input_shape_checked", None)
         return None if shape is None else tuple(shape[1:])
 
@@ -467,10 +488,10 @@ class LocalModel(BackendSteps, keras.Model):
         """Trainable parameters of the network without its local heads (the
         "#params" of the papers' tables): the blocks and the output layer, or,
         for rules without one, the weights the last objective's exit uses."""
-        if self.classifier is None:
+        if self.output_layer is None:
             weights = self.objectives[-1].exit_weights()
         else:
-            weights = self.classifier.trainable_weights
+            weights = self.output_layer.trainable_weights
         for block in self.hidden_blocks:
             weights = weights + block.trainable_weights
         unique = {id(w): w for w in weights}.values()
@@ -485,6 +506,7 @@ class LocalModel(BackendSteps, keras.Model):
             "num_classes": self.num_classes,
             "rule": rules_lib.serialize(self.rule),
             "groups": self.groups,
+            "former_objective_names": self.uses_former_objective_names,
             "augmentation": (
                 None
                 if self.augmentation is None
@@ -495,6 +517,9 @@ class LocalModel(BackendSteps, keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        # Configs written before the objectives' classes were renamed lack
+        # the key: their weights are stored under the former names.
+        former_names = config.pop("former_objective_names", True)
         config["blocks"] = [
             keras.saving.deserialize_keras_object(b) for b in config["blocks"]
         ]
@@ -502,7 +527,22 @@ class LocalModel(BackendSteps, keras.Model):
             config["augmentation"] = keras.saving.deserialize_keras_object(
                 config["augmentation"]
             )
-        return cls(**config)
+        model = cls(**config)
+        if former_names:
+            model.use_former_objective_names()
+        return model
+
+    def use_former_objective_names(self):
+        """Gives every objective of a renamed class the subclass under the
+        former name (`keras_local.rules.base.renamed_from`). A `.keras`
+        file stores an objective's weights under its class's name, so a
+        model saved before the rename loads (`from_config` calls this) and
+        saves again under the former names."""
+        for objective in self.objectives:
+            former = FORMER_CLASSES.get(type(objective))
+            if former is not None:
+                objective.__class__ = former
+        self.uses_former_objective_names = True
 
 
 def _check_groups(groups, num_blocks):

@@ -200,8 +200,8 @@ def test_components_follow_the_builders_groups():
     # of component 2 reaches blocks 1-2.
     model = al_model(groups=[2, 1], widths=(7, 5, 6))
     assert model.objectives[0] is None
-    assert [o.name for o in model.objectives[1:]] == ["block2_component", "block3_component"]
-    assert model.segments() == [[0, 1], [2]]
+    assert [o.name for o in model.objectives[1:]] == ["block2_objective", "block3_objective"]
+    assert model.trained_groups() == [[0, 1], [2]]
     x, y = batch()
     y = ops.convert_to_tensor(y)
     grads, _, _ = model.compute_gradients(x, y)

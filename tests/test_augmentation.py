@@ -2,10 +2,9 @@
 serialization, and use inside jitted steps. Every test runs the layers on the current
 Keras backend, so the whole module is marked `backend` (CI re-runs it under JAX)."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from keras_local.layers.cutout import Cutout

@@ -220,7 +220,7 @@ def test_probes_wrap_any_rule_and_round_trip_through_the_registry():
     assert rules.get("probes", rule="pred", dim_in_decoder=512).rule.dim_in_decoder == 512
     # Objectives that have a classifier are kept as they are.
     model = tiny_conv_model(rule=rules.with_probes("predsim"))
-    assert all(type(o).__name__ == "LocalLossHeads" for o in model.objectives)
+    assert all(type(o).__name__ == "LocalLossObjective" for o in model.objectives)
 
 
 def same_place(path):

@@ -100,7 +100,7 @@ def test_feedback_alignment_rule_puts_random_feedback_in_every_weighted_layer():
     model = tiny_conv_model(rule="feedback-alignment")
     assert all(block.feedback == "random" for block in model.hidden_blocks)
     kinds = [type(block.kernel_layer).__name__ for block in model.hidden_blocks]
-    kinds.append(type(model.classifier.dense).__name__)
+    kinds.append(type(model.output_layer.dense).__name__)
     assert kinds == ["FeedbackAlignmentConv2D"] * 2 + ["FeedbackAlignmentDense"] * 2
     # One segment: the output error reaches the first block.
     grads, _, _ = model.compute_gradients(*random_batch())
@@ -114,12 +114,12 @@ def test_feedback_alignment_sends_the_output_error_through_b():
     model = LocalModel([DenseBlock(8, name="block1")], 3, rule="feedback-alignment", input_shape=(5,))
     x = rng.normal(size=(6, 5)).astype("float32")
     y = np.array([0, 1, 2, 0, 1, 2])
-    block, dense = model.hidden_blocks[0], model.classifier.dense
+    block, dense = model.hidden_blocks[0], model.output_layer.dense
     grads, _, _ = model.compute_gradients(x, y)
     by_variable = {id(v): numpy(g) for v, g in zip(model.trainable_variables, grads)}
 
     _, h = block(x, training=True)
-    logits = numpy(model.classifier(h))
+    logits = numpy(model.output_layer(h))
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     error = (p - np.eye(3)[y]) / len(y)
@@ -153,7 +153,7 @@ def test_direct_feedback_sends_the_output_error_through_b_to_every_block():
         _, h = block(h, training=True)
         inputs.append(numpy(h))
         outputs.append(numpy(h))
-    logits = numpy(model.classifier(h))
+    logits = numpy(model.output_layer(h))
     probabilities = np.exp(logits - logits.max(1, keepdims=True))
     probabilities /= probabilities.sum(1, keepdims=True)
     error = (probabilities - np.eye(5)[y]) / len(y)
@@ -164,7 +164,7 @@ def test_direct_feedback_sends_the_output_error_through_b_to_every_block():
             _, out = block(x_in, training=True)
             return ops.sum(ops.multiply(out, signal))
 
-        variables = model.stage_variables(index)
+        variables = model.layer_variables(index)
         for variable, expected in zip(variables, gradients(surrogate, variables)):
             np.testing.assert_allclose(
                 by_variable[id(variable)], expected, rtol=1e-4, atol=1e-6, err_msg=variable.path

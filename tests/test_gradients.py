@@ -30,10 +30,10 @@ def stage_inputs(model, x):
 
 
 def own_objective(model, stage, x_in, labels):
-    """The objective of one stage alone, from its layers."""
+    """The objective of one layer (a block, or the output layer) alone."""
     def loss():
         if stage == len(model.hidden_blocks):
-            logits = model.classifier(x_in)
+            logits = model.output_layer(x_in)
             return model.rule.output_loss_weight * prediction_loss(logits, labels)
         features, outputs = model.hidden_blocks[stage](x_in, training=True)
         return model.objectives[stage](features, outputs, labels)["loss"]
@@ -51,8 +51,8 @@ def test_each_block_gets_exactly_its_own_objectives_gradient(rule):
     grads, _, _ = model.compute_gradients(x, y)
     grads = by_variable(model, grads)
     inputs = stage_inputs(model, x)
-    for stage in range(model.num_stages):
-        variables = model.stage_variables(stage)
+    for stage in range(model.num_layers):
+        variables = model.layer_variables(stage)
         expected = gradients(own_objective(model, stage, inputs[stage], y), variables)
         for variable, reference in zip(variables, expected):
             np.testing.assert_allclose(
@@ -65,7 +65,7 @@ def test_a_blocks_objective_does_not_reach_earlier_blocks():
     model = tiny_conv_model(rule="predsim")
     x, y = random_batch()
     inputs = stage_inputs(model, x)
-    earlier = model.stage_variables(0) + model.stage_variables(1)
+    earlier = model.layer_variables(0) + model.layer_variables(1)
 
     def block3_objective_from_the_input():
         # Run blocks 1-2 from x, with the boundary the model puts there.
@@ -102,9 +102,9 @@ def test_backprop_is_the_full_gradient_of_the_output_loss():
     assert np.abs(np.asarray(grads[0])).max() > 0
 
 
-def test_every_variable_belongs_to_exactly_one_stage():
+def test_every_variable_belongs_to_exactly_one_layer():
     model = tiny_conv_model(rule="predsim")
-    staged = [id(v) for s in range(model.num_stages) for v in model.stage_variables(s)]
+    staged = [id(v) for s in range(model.num_layers) for v in model.layer_variables(s)]
     assert sorted(staged) == sorted(id(v) for v in model.trainable_variables)
 
 

@@ -18,7 +18,6 @@ from keras_local.layers import ConvBlock
 from keras_local.layers import DenseBlock
 from keras_local.layers import ResidualBlock
 from keras_local.recipes import Recipe
-from keras_local.rules.rec_lra import returns_pre_activation
 from tests.conftest import gradients
 
 rng = np.random.default_rng(0)
@@ -69,7 +68,7 @@ def paper_updates(model, x, labels, sources, activation, beta, gamma):
     Ws = [numpy(b.kernel_layer.kernel) for b in model.hidden_blocks]
     bs = [numpy(b.kernel_layer.bias) for b in model.hidden_blocks]
     Es = [numpy(o.error_synapses) for o in model.objectives]
-    Wo, bo = numpy(model.classifier.dense.kernel), numpy(model.classifier.dense.bias)
+    Wo, bo = numpy(model.output_layer.dense.kernel), numpy(model.output_layer.dense.bias)
     n = len(x)
     # RUNMODEL: h_l = W_l z_{l-1}, z_l = phi(h_l) (eq. 1), z_0 = x.
     z, h = [x.astype(np.float64)], []
@@ -90,8 +89,8 @@ def paper_updates(model, x, labels, sources, activation, beta, gamma):
         updates[id(block.kernel_layer.kernel)] = z[l].T @ e[l] / n
         updates[id(block.kernel_layer.bias)] = e[l].mean(axis=0)
         updates[id(objective.error_synapses)] = -gamma * src[l].T @ d[l] / n
-    updates[id(model.classifier.dense.kernel)] = z[-1].T @ e_out / n
-    updates[id(model.classifier.dense.bias)] = e_out.mean(axis=0)
+    updates[id(model.output_layer.dense.kernel)] = z[-1].T @ e_out / n
+    updates[id(model.output_layer.dense.bias)] = e_out.mean(axis=0)
     return updates, e
 
 
@@ -170,7 +169,7 @@ def test_the_defaults_are_the_papers():
 
 
 def own_variables(model, stage):
-    return model.stage_variables(stage)
+    return model.layer_variables(stage)
 
 
 @pytest.mark.backend
@@ -219,7 +218,7 @@ def test_feature_maps_read_the_output_error_and_learn_by_their_own_local_gradien
     ]
     rule = rules.get("rec-lra", beta=beta, gamma=gamma, gap=0)
     model = LocalModel(blocks, 5, rule=rule, input_shape=(6, 6, 3))
-    assert [returns_pre_activation(b) for b in blocks] == [True, True, True, False]
+    assert [b.spec.offers_pre_activation for b in blocks] == [True, True, True, False]
     assert [o.pre_activation for o in model.objectives] == [True, True, True, False]
     assert [b.features_from for b in blocks] == ["pre_activation"] * 3 + ["activation"]
     assert [o.from_output for o in model.objectives] == [True, True, True, True]
@@ -236,7 +235,7 @@ def test_feature_maps_read_the_output_error_and_learn_by_their_own_local_gradien
         f, out = block(inputs[-1], training=True)
         feats.append(numpy(f).reshape(len(x), -1))
         inputs.append(numpy(out))
-    e_out = softmax(numpy(model.classifier(inputs[-1]))) - np.eye(5)[labels]
+    e_out = softmax(numpy(model.output_layer(inputs[-1]))) - np.eye(5)[labels]
     for stage, (block, objective) in enumerate(zip(model.hidden_blocks, model.objectives)):
         d = e_out @ numpy(objective.error_synapses)
         if objective.pre_activation:

@@ -66,9 +66,9 @@ def test_objectives_carry_the_rules_heads():
     block = DenseBlock(8, name="block1")
     assert rules.get("backprop").make_objective(block, 10) is None
     pred = rules.get("pred").make_objective(block, 10)
-    assert pred.loss_names == ("pred",) and pred.has_classifier
+    assert pred.loss_names == ("pred",) and pred.has_local_classifier
     sim = rules.get("sim").make_objective(block, 10)
-    assert sim.loss_names == ("sim",) and not sim.has_classifier
+    assert sim.loss_names == ("sim",) and not sim.has_local_classifier
     predsim = rules.get("predsim", beta=0.8).make_objective(block, 10)
     assert predsim.loss_names == ("pred", "sim")
     assert predsim.pred_weight == pytest.approx(0.2) and predsim.sim_weight == 0.8

@@ -313,9 +313,9 @@ def test_builder_groups():
 
 def test_associated_learning_trains_the_builders_groups():
     model = zoo.vgg8b(rule="associated", width=1 / 32, fc_units=16, input_shape=(16, 16, 1))
-    assert model.units() == [[0, 1], [2, 3], [4, 5], [6]]
+    assert model.block_groups() == [[0, 1], [2, 3], [4, 5], [6]]
     assert [o is not None for o in model.objectives] == [False, True] * 3 + [True]
-    assert model.classifier is None
+    assert model.output_layer is None
 
 
 # ---------------------------------------------- architecture rule defaults
@@ -426,11 +426,11 @@ def test_al_mlp_layers_and_parameters_match_across_rules():
     al = zoo.al_mlp(rule="associated", input_shape=(28, 28, 1))
     bp = zoo.al_mlp(rule="backprop", input_shape=(28, 28, 1))
     assert [b.units for b in al.hidden_blocks] == [1024, 1024]
-    assert al.groups == [1, 1] and al.classifier is None
+    assert al.groups == [1, 1] and al.output_layer is None
     assert all(b.activation == "elu" and not b.batch_norm for b in al.hidden_blocks)
     # The network other rules train: the paper's 1024, 1024, 5120, 1024, 1024, 10.
     assert [b.units for b in bp.hidden_blocks] == [1024, 1024, 5120, 1024, 1024]
-    assert bp.groups == [1] * 5 and bp.classifier is not None
+    assert bp.groups == [1] * 5 and bp.output_layer is not None
     assert all(b.activation == "relu" and not b.batch_norm for b in bp.hidden_blocks)
     dense = lambda i, o: i * o + o  # noqa: E731
     expected = (
@@ -461,7 +461,7 @@ def test_al_cnn_layers_and_parameters_match_across_rules():
     bp = zoo.al_cnn(rule="backprop", input_shape=(28, 28, 1))
     convs = [32] * 4 + [64] * 4
     assert [b.filters for b in al.hidden_blocks] == convs
-    assert al.groups == [2, 2, 2, 2] and al.classifier is None
+    assert al.groups == [2, 2, 2, 2] and al.output_layer is None
     assert [getattr(b, "filters", None) or b.units for b in bp.hidden_blocks] == (
         convs + [1280, 256, 256, 256, 256]
     )

@@ -1,3 +1,7 @@
+"""The block contract: what a hidden block returns, declares and offers."""
+
+import typing
+
 import keras
 
 from keras_local.layers.activations import get_activation
@@ -6,48 +10,101 @@ from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
 from keras_local.layers.perturbative_conv2d import PerturbativeConv2D
 
 
+class BlockOutput(typing.NamedTuple):
+    """What a block returns: `block(x)` is a `BlockOutput`.
+
+    Attributes:
+        features: what the block's local heads read: its activation before
+            dropout, or its pre-activation once a rule asked for it
+            (`Block.request_pre_activation`).
+        outputs: what the next block reads: the activation after dropout
+            (and after any pooling).
+    """
+
+    features: typing.Any
+    outputs: typing.Any
+
+
+class BlockSpec(typing.NamedTuple):
+    """What a block declares about itself (`Block.spec`), before it is built.
+
+    Attributes:
+        width: the last axis of `features`: units of a dense block,
+            channels of a convolutional one.
+        feature_map: whether `features` are maps `(batch, height, width,
+            channels)` rather than vectors `(batch, width)`.
+        activation: the name of the block's last activation.
+        features_from: what `features` holds: `"activation"` or
+            `"pre_activation"`.
+        feedback: what the weighted layers send back to their input:
+            `None` (the true gradient) or `"random"` (feedback alignment).
+        offers_pre_activation: whether the block can return its
+            pre-activation as `features` (`Block.request_pre_activation`).
+    """
+
+    width: int
+    feature_map: bool
+    activation: str
+    features_from: str
+    feedback: str | None
+    offers_pre_activation: bool
+
+
 class Block(keras.layers.Layer):
     """Base of the hidden blocks: weights -> BatchNorm -> activation -> dropout.
 
-    A block is the unit a local rule trains: its heads read the activation
-    *before* dropout (the "features"), and the next block reads the output
-    after dropout (and after any pooling). `call` returns both, as
-    `(features, outputs)`. Subclasses make the weighted layer (`_make_kernel`)
-    and the dropout layer.
+    A block is what a local rule trains with its heads, and the blocks
+    speak to rules through one contract:
 
-    BatchNorm uses PyTorch's settings (momentum 0.1 there, 0.9 here;
-    epsilon 1e-5), as the reference code.
+    - it returns a `BlockOutput(features, outputs)`: its heads read
+      `features`, the activation *before* dropout; the next block reads
+      `outputs`, after dropout (and after any pooling);
+    - it declares a `BlockSpec` (`spec`): its width, whether its features
+      are maps, its activation, ...;
+    - a rule asks it, before it is built, for what the rule needs:
+      `request_feedback("random")` (feedback alignment in every weighted
+      layer) or `request_pre_activation()` (`features` become the input of
+      the last activation, for rules whose targets live there).
 
-    `feedback` says what the weighted layer sends back to its input: `None`,
-    the true gradient (the kernel's transpose); `"random"`, the gradient
-    through a fixed random matrix of the kernel's shape (feedback alignment).
-    Rules that need it (`feedback-alignment`) set it before the block is
-    built; subclasses make their layer with `_dense_layer`/`_conv_layer`,
-    which honour it.
+    Subclasses make the weighted layer (`_make_kernel`) and the dropout
+    layer, and declare their `width` and `feature_map`. BatchNorm uses
+    PyTorch's settings (momentum 0.1 there, 0.9 here; epsilon 1e-5), as the
+    reference code.
 
-    `conv` says what `_conv_layer` makes: `"standard"`, a learned kxk
-    convolution; `"perturbative"`, a `PerturbativeConv2D` (fixed noise
-    masks and a learned 1x1 mixing, downsampling by max-pooling) in its
-    place. With `feedback="random"` the perturbative layer's 1x1 mixing is
-    itself a feedback-alignment convolution. Blocks without convolutions
-    (`DenseBlock`) refuse `"perturbative"` when they are built.
+    Args:
+        activation: `"relu"`, `"leaky_relu"` (slope 0.01) or a Keras name.
+        dropout: rate of the dropout after the activation.
+        batch_norm: whether to normalise before the activation.
+        feedback: `None`, the true gradient, or `"random"`: the gradient
+            through a fixed random matrix of the kernel's shape (see
+            `request_feedback`).
+        conv: what `_conv_layer` makes: `"standard"`, a learned kxk
+            convolution; `"perturbative"`, a `PerturbativeConv2D` (fixed
+            noise masks and a learned 1x1 mixing, downsampling by
+            max-pooling; with `feedback="random"` its mixing is a
+            feedback-alignment convolution). Blocks without convolutions
+            refuse `"perturbative"` when they are built.
+        features_from: `"activation"` or `"pre_activation"` (see
+            `request_pre_activation`); `outputs` is the same either way.
 
-    `features_from` says what `call` returns as `features`: `"activation"`
-    (the default), the activation as described above; `"pre_activation"`,
-    its input (after the weights and BatchNorm), for rules whose targets are
-    made in pre-activation space and whose updates must not go through the
-    activation's derivative (`rec-lra`: `y = phi(h - beta * d)`; the rule
-    applies `phi` itself). `outputs` is the same either way. The rule sets
-    it before the block is built; the block's heads (and
-    `keras_local.analysis`) then read the pre-activation. A subclass that
-    overrides `call` honours it only if it says so with
-    `honours_features_from = True` in its own class body (and returns the
-    input of its last activation as `features` when asked); rules treat
-    other blocks as not exposing their pre-activation.
+    Example:
+
+    >>> block = DenseBlock(8, activation="tanh")
+    >>> block.spec.width, block.spec.feature_map
+    (8, False)
+    >>> block.request_pre_activation()
+    True
+    >>> features, outputs = block(keras.ops.ones((2, 4)))
     """
 
-    #: This class's `call` honours `features_from` (see above).
+    #: This class's own `call` honours `features_from`. A subclass that
+    #: overrides `call` offers the pre-activation only if it says so in its
+    #: own class body (and returns the input of its last activation as
+    #: `features` when asked).
     honours_features_from = True
+
+    #: Whether `features` are maps (batch, height, width, channels).
+    feature_map = True
 
     FEEDBACKS = (None, "random")
     CONVS = ("standard", "perturbative")
@@ -82,6 +139,77 @@ class Block(keras.layers.Layer):
         self.batch_norm = batch_norm
         self._activation_fn = get_activation(activation)
 
+    # ------------------------------------------------------------ contract
+    @property
+    def width(self):
+        """The last axis of `features` (units or channels); `None` if a
+        subclass does not say."""
+        return None
+
+    @property
+    def offers_pre_activation(self):
+        """Whether `call` can return the pre-activation as `features`: the
+        class that defines `call` says `honours_features_from = True` in its
+        own body."""
+        for cls in type(self).__mro__:
+            if "call" in vars(cls):
+                return vars(cls).get("honours_features_from") is True
+        return False
+
+    @property
+    def spec(self):
+        """What this block declares (a `BlockSpec`)."""
+        return BlockSpec(
+            width=self.width,
+            feature_map=self.feature_map,
+            activation=self.activation,
+            features_from=self.features_from,
+            feedback=self.feedback,
+            offers_pre_activation=self.offers_pre_activation,
+        )
+
+    def request_feedback(self, feedback, by=None):
+        """Makes the weighted layers send `feedback` back to their input:
+        `None` or `"random"` (a fixed random matrix of the kernel's shape:
+        feedback alignment). Only before the block is built.
+
+        Args:
+            feedback: `None` or `"random"`.
+            by: the name of who asks (a rule), for error messages.
+        """
+        if feedback not in self.FEEDBACKS:
+            raise ValueError(f"feedback must be one of {self.FEEDBACKS}, got {feedback!r}.")
+        if self.built and self.feedback != feedback:
+            kind = "true" if self.feedback is None else repr(self.feedback)
+            raise ValueError(
+                f"{self.name} is already built with {kind} feedback; give "
+                f"{by or 'the rule'} unbuilt blocks."
+            )
+        self.feedback = feedback
+
+    def request_pre_activation(self, by=None):
+        """Asks the block to return its pre-activation (after the weights
+        and BatchNorm, before the last activation) as `features`, for rules
+        whose targets live there and whose updates must not go through the
+        activation's derivative (`rec-lra`). Only before the block is built.
+
+        Returns whether the block will (`offers_pre_activation`); one that
+        cannot keeps returning its activation.
+
+        Args:
+            by: the name of who asks (a rule), for error messages.
+        """
+        if not self.offers_pre_activation:
+            return False
+        if self.built and self.features_from != "pre_activation":
+            raise ValueError(
+                f"{self.name} is already built returning its activation; give "
+                f"{by or 'the rule'} unbuilt blocks (it reads their pre-activation)."
+            )
+        self.features_from = "pre_activation"
+        return True
+
+    # -------------------------------------------------------------- layers
     def _make_kernel(self, input_shape):
         raise NotImplementedError
 
@@ -139,7 +267,7 @@ class Block(keras.layers.Layer):
             outputs = self.dropout_layer(outputs, training=training)
         if self.features_from == "pre_activation":
             features = x
-        return features, self._pool(outputs)
+        return BlockOutput(features, self._pool(outputs))
 
     def get_config(self):
         return {

@@ -1,6 +1,7 @@
 import keras
 
 from keras_local.layers.block import Block
+from keras_local.layers.block import BlockOutput
 from keras_local.layers.initializers import torch_bias_initializer
 from keras_local.layers.initializers import torch_kernel_initializer
 
@@ -16,10 +17,10 @@ POOL_PADDINGS = ("valid", "same")
 class ConvBlock(Block):
     """Conv (with bias) -> BatchNorm -> activation -> SpatialDropout [-> MaxPool].
 
-    The local-loss conv block of Nøkland & Eidnes (2019). `call` returns
-    `(features, outputs)`: the heads read `features`, the activation before
-    dropout; `outputs` (after dropout and the optional max-pooling) feeds the
-    next block. Convolutions pad symmetrically by `kernel_size // 2`, as
+    The local-loss conv block of Nøkland & Eidnes (2019). `call` returns a
+    `BlockOutput(features, outputs)`: the heads read `features`, the
+    activation before dropout; `outputs` (after dropout and the optional
+    max-pooling) feeds the next block. Convolutions pad symmetrically by `kernel_size // 2`, as
     PyTorch's `padding=k//2`.
 
     Args:
@@ -62,10 +63,10 @@ class ConvBlock(Block):
     ((2, 32, 32, 128), (2, 16, 16, 128))
     >>> block = ConvBlock(96, kernel_size=5, pool_size=3, pool_strides=2,
     ...                   pool_padding="same")
-    >>> block.compute_output_shape((2, 32, 32, 3))[1]
+    >>> block.compute_output_shape((2, 32, 32, 3)).outputs
     (2, 16, 16, 96)
     >>> block = ConvBlock(64, strides=2, conv="perturbative")
-    >>> block.compute_output_shape((2, 32, 32, 3))[0]
+    >>> block.compute_output_shape((2, 32, 32, 3)).features
     (2, 16, 16, 64)
     """
 
@@ -110,6 +111,10 @@ class ConvBlock(Block):
         self.pool_strides = pool_strides
         self.pool_padding = pool_padding
         self.large_input_stem = large_input_stem
+
+    @property
+    def width(self):
+        return self.filters
 
     @property
     def _pool_stride(self):
@@ -186,7 +191,7 @@ class ConvBlock(Block):
 
         features = (input_shape[0], conv(input_shape[1]), conv(input_shape[2]), self.filters)
         outputs = (features[0], pool(features[1]), pool(features[2]), self.filters)
-        return features, outputs
+        return BlockOutput(features, outputs)
 
     def get_config(self):
         return {

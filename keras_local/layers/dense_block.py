@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_local.layers.block import Block
+from keras_local.layers.block import BlockOutput
 from keras_local.layers.initializers import torch_bias_initializer
 from keras_local.layers.initializers import torch_kernel_initializer
 
@@ -13,9 +14,9 @@ class DenseBlock(Block):
     """Linear (with bias) -> BatchNorm -> activation -> Dropout.
 
     The local-loss fully connected block of Nøkland & Eidnes (2019). Inputs of
-    rank > 2 (images, conv maps) are flattened first. `call` returns
-    `(features, outputs)`: the heads read `features`, the activation before
-    dropout; `outputs` feeds the next block.
+    rank > 2 (images, conv maps) are flattened first. `call` returns a
+    `BlockOutput(features, outputs)`: the heads read `features`, the
+    activation before dropout; `outputs` feeds the next block.
 
     Args:
         units: output width.
@@ -23,6 +24,7 @@ class DenseBlock(Block):
         dropout: rate of the element-wise dropout after the activation.
         batch_norm: whether to normalise before the activation.
         feedback: `None` or `"random"` (feedback alignment; see `Block`).
+        features_from: `"activation"` or `"pre_activation"` (see `Block`).
 
     Example:
 
@@ -32,11 +34,19 @@ class DenseBlock(Block):
     (2, 1024)
     """
 
+    #: `call` flattens, then runs `Block.call`, which honours `features_from`.
+    honours_features_from = True
+    feature_map = False
+
     def __init__(self, units, activation="relu", dropout=0.0, batch_norm=True, **kwargs):
         super().__init__(
             activation=activation, dropout=dropout, batch_norm=batch_norm, **kwargs
         )
         self.units = units
+
+    @property
+    def width(self):
+        return self.units
 
     def build(self, input_shape):
         if len(input_shape) < 2:
@@ -64,7 +74,7 @@ class DenseBlock(Block):
 
     def compute_output_shape(self, input_shape):
         shape = (input_shape[0], self.units)
-        return shape, shape
+        return BlockOutput(shape, shape)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}

@@ -37,23 +37,9 @@ class PerturbativeConv2D(keras.layers.Layer):
     against `9 * C_in * filters + filters` for the 3x3 convolution it
     replaces.
 
-    Differences from the reference code (`juefeix/pnn.pytorch`, whose
-    NoiseLayer computes `Conv1x1(BN(ReLU(x + N)))`):
-
-    - No batch norm inside the layer: in a `keras_local` block (`ConvBlock(...,
-      conv="perturbative")`) the block's own BatchNorm and activation follow
-      the layer, so a block computes `act(BN(Conv1x1(ReLU(x + N))))`, the
-      order of the update repository's `PerturbLayer` (noise, activation,
-      1x1 mixing, BN, activation).
-    - When `nmasks > 1` the mixing is a full 1x1 convolution over all
-      `C_in * nmasks` perturbed maps (the update repository groups it by
-      input channel).
-    - `strides > 1` downsamples by max-pooling the mixed maps with a
-      `strides` x `strides` window and that stride, as the reference
-      NoiseBasicBlock follows its NoiseLayer with `MaxPool2d(stride,
-      stride)`. The pooling pads as `"same"`, so the output side is
-      `ceil(size / strides)`: the size of the padded 3x3 convolution it
-      replaces (on even sides the same windows as the reference's pool).
+    With `strides > 1` the mixed maps are max-pooled (window and stride
+    `strides`, `"same"` padding). Where it differs from the reference code:
+    `docs/rules.md`, section "Layers from the papers".
 
     The masks are tied to the input's spatial size, which must be known
     when the layer is built.
@@ -66,7 +52,7 @@ class PerturbativeConv2D(keras.layers.Layer):
             `level`, the same thing), or N(0, level^2) with
             `distribution="normal"`.
         strides: an int or `(height, width)`; the max-pool's window and
-            stride after the mixing (see above).
+            stride after the mixing.
         activation: applied to `x + N` before the mixing: `"relu"` (the
             reference's), `"leaky_relu"` (slope 0.01), any Keras name, or
             `None` (linear).

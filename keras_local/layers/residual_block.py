@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_local.layers.block import Block
+from keras_local.layers.block import BlockOutput
 from keras_local.layers.feedback_alignment_conv2d import FeedbackAlignmentConv2D
 from keras_local.layers.initializers import torch_bias_initializer
 from keras_local.layers.initializers import torch_kernel_initializer
@@ -18,39 +19,21 @@ class ResidualBlock(Block):
     """The basic residual block of the CIFAR ResNets (He et al. 2016).
 
     conv3x3(strides) -> BN -> act -> conv3x3 -> BN, plus the shortcut, then
-    act: `features = act(F(x) + shortcut(x))`. `call` returns
-    `(features, outputs)` like every block: a rule's heads read `features`,
-    the block's output activation; `outputs` (after `SpatialDropout2D` and
-    the optional global average pooling) feeds the next block. The whole
-    block is one unit of a local rule: no gradient reaches its input from
-    its heads when the rule detaches blocks, and the shortcut is inside the
-    block, so the second convolution's error also trains the projection.
+    act: `features = act(F(x) + shortcut(x))`. `call` returns a
+    `BlockOutput(features, outputs)` like every block: a rule's heads read
+    `features`, the block's output activation; `outputs` (after
+    `SpatialDropout2D` and the optional global average pooling) feeds the
+    next block. A local rule trains the whole block as one: no gradient
+    reaches its input from its heads when the rule detaches blocks, and the
+    shortcut is inside the block, so the second convolution's error also
+    trains the projection.
 
-    The shortcut is the identity when the block keeps the input's shape.
-    When it changes it (`strides > 1` or other channels), `shortcut` says:
-
-    - `"projection"`: a 1x1 convolution with `strides` and a BatchNorm
-      (He et al.'s option B, the ResNet-18 of torchvision and of most CIFAR
-      code);
-    - `"identity"`: the parameter-free option A of He et al.'s CIFAR
-      experiments (section 4.2): the input subsampled by `strides` and
-      padded with zero channels.
-
-    Both 3x3 convolutions come from `Block._conv_layer`, so `feedback=
-    "random"` (set by the `feedback-alignment` rule) makes them feedback-
-    alignment convolutions, and `conv="perturbative"` makes them
-    `PerturbativeConv2D`s (fixed noise masks and a learned 1x1 mixing; the
-    first one downsamples by max-pooling with `strides`, as the reference
-    NoiseBasicBlock). The projection is always an ordinary 1x1 convolution
-    (a feedback-alignment one with `feedback="random"`), as in the
-    perturbative ResNets of Juefei-Xu et al. (2018).
-
-    Initialisation is PyTorch's (U(+-1/sqrt(fan_in)) kernels); with
-    `batch_norm=True` the convolutions have no bias (the BatchNorm that
-    follows makes it redundant, as in every ResNet), without it they have
-    PyTorch's default bias. Strided 3x3 convolutions pad one pixel on every
-    side, as PyTorch's `padding=1` (Keras' `"same"` would pad only the
-    bottom and right).
+    The shortcut is the identity when the block keeps the input's shape,
+    else a projection or He et al.'s option A (`shortcut`). Both 3x3
+    convolutions follow the block's `feedback` and `conv` (see `Block`);
+    the projection is always a 1x1 convolution. Initialisation and padding
+    are PyTorch's; the papers' choices: `docs/rules.md`, section "Layers
+    from the papers".
 
     Args:
         filters: output channels of both convolutions.
@@ -59,8 +42,9 @@ class ResidualBlock(Block):
             used inside the block and after the addition.
         dropout: rate of the `SpatialDropout2D` on the block's output.
         batch_norm: whether the convolutions are batch-normalised.
-        shortcut: `"projection"` or `"identity"` (see above); only matters
-            when the block changes the shape.
+        shortcut: where the block changes the shape, `"projection"` (a
+            1x1 convolution with `strides` and BatchNorm) or `"identity"`
+            (the input subsampled by `strides`, padded with zero channels).
         output_pooling: `None`, or `"global_average"`: `outputs` is the
             channel-wise mean over the map, a `filters`-vector (the last
             block of a ResNet, so the output layer sees a vector).
@@ -79,7 +63,7 @@ class ResidualBlock(Block):
     >>> features.shape, outputs.shape
     ((2, 8, 8, 32), (2, 8, 8, 32))
     >>> last = ResidualBlock(64, output_pooling="global_average")
-    >>> last.compute_output_shape((2, 8, 8, 32))
+    >>> tuple(last.compute_output_shape((2, 8, 8, 32)))
     ((2, 8, 8, 64), (2, 64))
     """
 
@@ -115,6 +99,10 @@ class ResidualBlock(Block):
         self.strides = strides
         self.shortcut = shortcut
         self.output_pooling = output_pooling
+
+    @property
+    def width(self):
+        return self.filters
 
     # ------------------------------------------------------------- layers
     def _residual_conv(self, input_shape, strides, name):
@@ -242,7 +230,7 @@ class ResidualBlock(Block):
             outputs = ops.mean(outputs, axis=(1, 2))
         if self.features_from == "pre_activation":
             features = pre_activation
-        return features, outputs
+        return BlockOutput(features, outputs)
 
     def compute_output_shape(self, input_shape):
         def size(length):
@@ -255,8 +243,8 @@ class ResidualBlock(Block):
             self.filters,
         )
         if self.output_pooling == "global_average":
-            return features, (input_shape[0], self.filters)
-        return features, features
+            return BlockOutput(features, (input_shape[0], self.filters))
+        return BlockOutput(features, features)
 
     def get_config(self):
         return {

@@ -14,8 +14,10 @@ import pkgutil
 
 from keras_local.rules.associated import Associated
 from keras_local.rules.associated import AssociatedComponent
+from keras_local.rules.associated import AssociatedObjective
 from keras_local.rules.backprop import Backprop
 from keras_local.rules.backprop_free import BackpropFreeHeads
+from keras_local.rules.backprop_free import BackpropFreeObjective
 from keras_local.rules.backprop_free import PredBPF
 from keras_local.rules.backprop_free import PredSimBPF
 from keras_local.rules.backprop_free import SimBPF
@@ -23,17 +25,22 @@ from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
 from keras_local.rules.feedback_alignment import DirectFeedback
 from keras_local.rules.feedback_alignment import DirectFeedbackAlignment
+from keras_local.rules.feedback_alignment import DirectFeedbackObjective
 from keras_local.rules.feedback_alignment import FeedbackAlignment
 from keras_local.rules.local_losses import LocalLossHeads
+from keras_local.rules.local_losses import LocalLossObjective
 from keras_local.rules.local_losses import Pred
 from keras_local.rules.local_losses import PredSim
 from keras_local.rules.local_losses import Sim
-from keras_local.rules.probes import Probes
+from keras_local.rules.local_losses import WeightedLossObjective
 from keras_local.rules.probes import ProbedObjective
+from keras_local.rules.probes import Probes
 from keras_local.rules.probes import with_probes
 from keras_local.rules.random_classifier import RandomClassifier
 from keras_local.rules.random_classifier import RandomClassifierHead
+from keras_local.rules.random_classifier import RandomClassifierObjective
 from keras_local.rules.rec_lra import RecLRA
+from keras_local.rules.rec_lra import RecLRAObjective
 from keras_local.rules.rec_lra import RecLRATargets
 from keras_local.rules.registry import get
 from keras_local.rules.registry import names
@@ -47,28 +54,39 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    # Rules.
     "Associated",
-    "AssociatedComponent",
     "Backprop",
-    "BackpropFreeHeads",
-    "DirectFeedback",
     "DirectFeedbackAlignment",
     "FeedbackAlignment",
-    "PredBPF",
-    "PredSimBPF",
-    "RandomClassifier",
-    "RandomClassifierHead",
-    "RecLRA",
-    "RecLRATargets",
-    "SimBPF",
-    "LocalLossHeads",
-    "LocalObjective",
     "Pred",
+    "PredBPF",
     "PredSim",
-    "ProbedObjective",
+    "PredSimBPF",
     "Probes",
+    "RandomClassifier",
+    "RecLRA",
     "Rule",
     "Sim",
+    "SimBPF",
+    # Objectives.
+    "AssociatedObjective",
+    "BackpropFreeObjective",
+    "DirectFeedbackObjective",
+    "LocalLossObjective",
+    "LocalObjective",
+    "ProbedObjective",
+    "RandomClassifierObjective",
+    "RecLRAObjective",
+    "WeightedLossObjective",
+    # Former names of objectives.
+    "AssociatedComponent",
+    "BackpropFreeHeads",
+    "DirectFeedback",
+    "LocalLossHeads",
+    "RandomClassifierHead",
+    "RecLRATargets",
+    # The registry.
     "get",
     "names",
     "parameters",

@@ -1,40 +1,10 @@
 """Associated learning (Kao & Chen, Neural Computation 33(1), 2021).
 
-The network is split into components (the model builder's groups of blocks:
-VGG's stages, a ResNet's stem and stages). Component `i` computes
-`s_i = f_i(s_{i-1})` from its detached input, and carries
-
-- a label encoder `g_i`: `t_i = g_i(sg(t_{i-1}))`, with `t_0` the one-hot label
-  (eq. 2);
-- a decoder `h_i`: `h_i(t_i)` should give back `t_{i-1}` (eq. 4);
-- a bridge `b_i`: flatten, then two sigmoid dense layers (`bridge_multiplier
-  * code_units`, then `code_units`) from `s_i` to the label code (section 2.3).
-
-Its local objective is the forward (bridge) loss `MSE(b_i(s_i), t_i)` (eq. 6)
-plus the inverse (autoencoder) loss `MSE(h_i(t_i), sg(t_{i-1}))` (eq. 5). Both
-are means over the batch and the code's units, as the authors' code computes
-them (the paper writes the forward loss as a squared norm). Most blocks
-never see the label itself, only the code `t_i` of their component.
-
-Two published variants differ in whether the forward loss trains the encoder:
-`detach_targets=True` (the authors' first, TensorFlow code) uses `sg(t_i)`,
-so `g_i` learns only from the autoencoder loss; `detach_targets=False` (the
-later PyTorch code) lets the forward loss reach `g_i` as well.
-
-Prediction is equation 7: `x -> f_1 .. f_N -> b_N -> h_N .. h_1`, so the rule
-has no output layer. Component `i` is also an exit: `h_1 .. h_i(b_i(s_i))`.
-The decoded vector is a sigmoid output per class; the exit's logits are its
-logarithm, so `softmax(logits)` is the decoded vector normalised to sum to 1
-and its argmax is the paper's prediction.
-
-Under a mixed precision policy the label encoders and decoders compute in
-float32 (`HEAD_DTYPE`): the decoders are the network's classifier, and the
-exit's logits, like the losses, stay float32; the bridges compute in the
-policy's 16 bits, as the blocks.
-
-The authors train the autoencoders at twice the learning rate of the rest
-(each loss has its own Adam); here one optimizer does it through
-`ScaledDense(lr_multiplier=2)` encoders and decoders (exact for Adam).
+Each group of blocks learns to map its input to a learned code of the
+label (a bridge, eq. 6) while a label autoencoder learns that code (eq. 5);
+prediction decodes through the groups' decoders (eq. 7), so the rule has no
+output layer. Equations, variants and the authors' code: `docs/rules.md`,
+section "associated".
 """
 
 import keras
@@ -45,6 +15,7 @@ from keras_local.layers.scaled_dense import ScaledDense
 from keras_local.ops import mean_squared_error
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.base import renamed_from
 from keras_local.rules.registry import register
 
 #: Added before the logarithm of the decoded class scores.
@@ -52,16 +23,21 @@ LOG_EPSILON = 1e-7
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
-class AssociatedComponent(LocalObjective):
-    """One component's bridge, label encoder and decoder, and its loss.
+@renamed_from("AssociatedComponent")
+class AssociatedObjective(LocalObjective):
+    """One group's bridge, label encoder and decoder, and its loss.
+
+    Its loss is the forward loss `MSE(b(s), t)` plus the inverse loss
+    `MSE(h(t), sg(t_lower))`, with `t = g(sg(t_lower))` the label's code;
+    `predict` decodes `b(s)` through this and every lower decoder.
 
     Args:
         num_classes: number of classes.
-        code_units: width of this component's label code `t_i` (the authors'
+        code_units: width of this group's label code `t_i` (the authors'
             `neuron_num`).
         bridge_multiplier: the bridge's hidden layer has `bridge_multiplier *
             code_units` units.
-        lower: the previous component's `AssociatedComponent`, or `None` for
+        lower: the previous group's `AssociatedObjective`, or `None` for
             the first (whose code encodes the one-hot label). The label path
             and the decoding pass through it; its weights stay its own (the
             model trains a shared variable with its first user's loss only).
@@ -73,8 +49,8 @@ class AssociatedComponent(LocalObjective):
 
     Example:
 
-    >>> first = AssociatedComponent(10, code_units=16)
-    >>> second = AssociatedComponent(10, code_units=16, lower=first)
+    >>> first = AssociatedObjective(10, code_units=16)
+    >>> second = AssociatedObjective(10, code_units=16, lower=first)
     >>> s1, s2 = keras.ops.ones((4, 8)), keras.ops.ones((4, 8))
     >>> labels = keras.ops.array([0, 1, 2, 3])
     >>> sorted(second(s2, s2, labels))
@@ -82,7 +58,7 @@ class AssociatedComponent(LocalObjective):
     """
 
     loss_names = ("forward", "inverse")
-    has_classifier = True
+    has_local_classifier = True
 
     def __init__(
         self,
@@ -134,7 +110,7 @@ class AssociatedComponent(LocalObjective):
 
     @property
     def lower_code_units(self):
-        """Width of `t_{i-1}`: the lower component's code, or the classes."""
+        """Width of `t_{i-1}`: the lower group's code, or the classes."""
         return self.num_classes if self.lower is None else self.lower.code_units
 
     def build(self, features_shape, outputs_shape=None, labels_shape=None):
@@ -145,7 +121,7 @@ class AssociatedComponent(LocalObjective):
 
     # ------------------------------------------------------------ label path
     def lower_code(self, labels):
-        """`t_{i-1}`: the one-hot labels, or the lower component's code."""
+        """`t_{i-1}`: the one-hot labels, or the lower group's code."""
         if self.lower is None:
             return ops.one_hot(ops.cast(labels, "int32"), self.num_classes)
         return self.lower.code(labels)
@@ -155,7 +131,7 @@ class AssociatedComponent(LocalObjective):
         return self.encoder(ops.stop_gradient(self.lower_code(labels)))
 
     def decode(self, code):
-        """`h_1(.. h_i(code))`: a code of this component back to class scores
+        """`h_1(.. h_i(code))`: a code of this group back to class scores
         in (0, 1)."""
         decoded = self.decoder(code)
         return decoded if self.lower is None else self.lower.decode(decoded)
@@ -184,10 +160,10 @@ class AssociatedComponent(LocalObjective):
         # The bridge, then every decoder down to the classes: the encoders
         # and the lower bridges only help train (the paper's "affiliated"
         # parameters, section 2.4).
-        weights, component = list(self.bridge.trainable_weights), self
-        while component is not None:
-            weights += component.decoder.trainable_weights
-            component = component.lower
+        weights, objective = list(self.bridge.trainable_weights), self
+        while objective is not None:
+            weights += objective.decoder.trainable_weights
+            objective = objective.lower
         return weights
 
     def get_config(self):
@@ -204,17 +180,22 @@ class AssociatedComponent(LocalObjective):
         }
 
 
+#: Former name.
+AssociatedComponent = AssociatedObjective
+
+
 @register
 class Associated(Rule):
-    """Associated learning: per component, a bridge to a learned code of the
-    label and a label autoencoder; prediction decodes through the decoders.
+    """Associated learning: per group of blocks, a bridge to a learned code of
+    the label and a label autoencoder; prediction decodes through the
+    decoders.
 
-    The components are the model builder's groups of blocks
+    The groups are the model builder's groups of blocks
     (`LocalModel(groups=...)`), so `zoo.vgg8b(rule="associated")` and the
     ResNets work as built. The hidden blocks use ELU, as the paper's.
 
     Args:
-        code_units: width of every component's label code (the authors'
+        code_units: width of every group's label code (the authors'
             `neuron_num`: 300 for VGG and ResNets, 256 for their CNN).
         bridge_multiplier: the bridge's hidden layer is this many times
             `code_units` wide (5 in the authors' code).
@@ -254,7 +235,7 @@ class Associated(Rule):
     def make_objectives(self, blocks, num_classes):
         objectives, lower = [], None
         for block in blocks:
-            lower = AssociatedComponent(
+            lower = AssociatedObjective(
                 num_classes,
                 code_units=self.code_units,
                 bridge_multiplier=self.bridge_multiplier,
@@ -262,7 +243,7 @@ class Associated(Rule):
                 detach_targets=self.detach_targets,
                 code_activation=self.code_activation,
                 autoencoder_lr_multiplier=self.autoencoder_lr_multiplier,
-                name=f"{block.name}_component",
+                name=f"{block.name}_objective",
             )
             objectives.append(lower)
         return objectives

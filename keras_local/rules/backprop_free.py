@@ -1,15 +1,11 @@
 """The backprop-free local losses of Nøkland & Eidnes (2019), section 3.3:
 pred-bpf, sim-bpf and predsim-bpf.
 
-Every block gets its own fixed random projection `P` of the one-hot label to
-`target_dim` (128) numbers: a random code per class. Its local classifier
-predicts the *binarised* code with binary cross-entropy and sends the error
-to the block through a fixed random matrix (feedback alignment), so no
-weight transpose is ever used; the similarity loss compares the (pooled)
-activation's similarity matrix, with no learned head, to the similarity of
-the real-valued codes. The reference code's details (`--bio`) are followed:
-zero-initialised classifier, `P` with PyTorch's default initialisation, the
-pooling of the pred head also before the similarity.
+Every block predicts its own fixed random binary code of the label through
+a feedback-alignment classifier, and/or matches its pooled activation's
+similarity to that of the codes; no weight transpose is used. The details
+of the reference code's `--bio` mode: `docs/rules.md`, section
+"pred-bpf, sim-bpf, predsim-bpf".
 """
 
 import math
@@ -25,25 +21,21 @@ from keras_local.ops import binary_prediction_loss
 from keras_local.ops import similarity_matching_loss
 from keras_local.ops import similarity_matrix
 from keras_local.rules.base import Rule
+from keras_local.rules.base import renamed_from
+from keras_local.rules.local_losses import WeightedLossObjective
 from keras_local.rules.registry import register
-from keras_local.rules.local_losses import WeightedLossParts
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
-class BackpropFreeHeads(WeightedLossParts):
+@renamed_from("BackpropFreeHeads")
+class BackpropFreeObjective(WeightedLossObjective):
     """A block's fixed class codes, feedback-alignment classifier of the
     binarised code, and/or the similarity of its pooled activation.
 
     `"logits"` are class scores decoded from the predicted code: for class
-    `c`, the log-likelihood of its binary code under the predicted bits, up
-    to a constant (`bits @ code_c`), so `softmax(logits)` is the posterior
-    over classes under independent bits. `block<i>_pred_accuracy` is thus a
-    real accuracy (the reference code's compares an argmax over the 128 bits
-    with the label, which is meaningless).
-
-    The rules create it with `dtype=HEAD_DTYPE` (float32): pooling, code
-    prediction and similarity are cheap next to the block, and their
-    logits and losses stay float32 under a mixed precision policy.
+    `c`, `bits @ code_c`, the log-likelihood of its binary code under the
+    predicted bits up to a constant. The rules create it with
+    `dtype=HEAD_DTYPE` (float32).
 
     Args:
         num_classes: number of classes.
@@ -129,6 +121,10 @@ class BackpropFreeHeads(WeightedLossParts):
         return {**super().get_config(), "target_dim": self.target_dim}
 
 
+#: Former name.
+BackpropFreeHeads = BackpropFreeObjective
+
+
 class _BackpropFreeRule(Rule):
     pred_weight = None
     sim_weight = None
@@ -138,7 +134,7 @@ class _BackpropFreeRule(Rule):
         self.dim_in_decoder = dim_in_decoder
 
     def make_objective(self, block, num_classes):
-        return BackpropFreeHeads(
+        return BackpropFreeObjective(
             num_classes,
             pred_weight=self.pred_weight,
             sim_weight=self.sim_weight,

@@ -6,32 +6,51 @@ import keras
 class LocalObjective(keras.layers.Layer):
     """The heads attached to one block and that block's local objective.
 
-    A rule creates one per hidden block. `call(features, outputs, labels)`
-    receives the block's activation before dropout (`features`), its output
-    as fed to the next block (`outputs`), and integer class labels, and
-    returns a dict with:
+    A rule creates one per hidden block (or per group of blocks it trains as
+    one). `call(features, outputs, labels)` receives the block's
+    `BlockOutput` fields (`features`, what the heads read; `outputs`, as fed
+    to the next block) and integer class labels, and returns a dict with:
 
     - `"loss"`: the scalar this block minimises (weighted, as the rule says);
     - `"<name>_loss"` for every `name` in `loss_names`: the unweighted parts,
       reported as `block<i>_<name>_loss`;
-    - `"logits"`, when `has_classifier`: the block's class prediction,
+    - `"logits"`, when `has_local_classifier`: the block's class prediction,
       reported as `block<i>_pred_accuracy` (and usable as an early exit).
 
     The block's input is detached by the model, so the gradient of `"loss"`
-    reaches only this block and these heads.
+    reaches only this block and these heads. Subclasses are named
+    `<Name>Objective`.
     """
 
     loss_names = ()
-    has_classifier = False
+    #: Whether the objective has a local classifier (`predict`): an exit.
+    has_local_classifier = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Subclasses written before the rename set `has_classifier`.
+        former = vars(cls).get("has_classifier")
+        if isinstance(former, bool):
+            cls.has_local_classifier = former
+            del cls.has_classifier
+
+    @property
+    def has_classifier(self):
+        """Former name of `has_local_classifier`."""
+        return self.has_local_classifier
+
+    @has_classifier.setter
+    def has_classifier(self, value):
+        self.has_local_classifier = value
 
     def build(self, features_shape, outputs_shape=None, labels_shape=None):
         self.built = True
 
     def predict(self, features, outputs):
         """The block's class scores (logits) without labels: its exit, for
-        objectives with `has_classifier`. `call` reports the same values as
-        `"logits"` in training and evaluation."""
-        raise NotImplementedError(f"{type(self).__name__} has no classifier.")
+        objectives with `has_local_classifier`. `call` reports the same
+        values as `"logits"` in training and evaluation."""
+        raise NotImplementedError(f"{type(self).__name__} has no local classifier.")
 
     def exit_weights(self):
         """The trainable weights `predict` uses (for counting the parameters
@@ -49,6 +68,36 @@ class LocalObjective(keras.layers.Layer):
         raise NotImplementedError(
             f"{type(self).__name__} does not take part in a top-down pass."
         )
+
+
+#: Each renamed objective class -> the subclass under its former name.
+FORMER_CLASSES = {}
+
+
+def renamed_from(former_name):
+    """Class decorator of a `LocalObjective` renamed from `former_name`.
+
+    A `.keras` file stores each objective's weights under its class's name,
+    so a model saved before the rename needs objectives of that name: this
+    makes a subclass called `former_name`, registered under it, which
+    `LocalModel` gives the objectives of such a model
+    (`LocalModel.use_former_objective_names`).
+    """
+
+    def decorate(cls):
+        former = type(
+            former_name,
+            (cls,),
+            {
+                "__module__": cls.__module__,
+                "__doc__": f"`{cls.__name__}` under its former name (for saved models).",
+            },
+        )
+        keras.saving.register_keras_serializable(package="keras_local")(former)
+        FORMER_CLASSES[cls] = former
+        return cls
+
+    return decorate
 
 
 class Rule:
@@ -72,11 +121,11 @@ class Rule:
         top_down: after the forward pass, the model sends `output_signal`
             down through the blocks' objectives (`LocalObjective.top_down`),
             last block first: direct feedback alignment, target propagation.
-        trains_groups: the rule's unit is a *group* of consecutive blocks,
-            as the model builder groups them (VGG's stages, a ResNet's stem
-            and stages): only the last block of a group gets an objective,
-            and gradients are stopped only between groups (associated
-            learning's components).
+        trains_groups: the rule trains *groups* of consecutive blocks as
+            one, as the model builder groups them (`LocalModel(groups=...)`:
+            VGG's stages, a ResNet's stem and stages): only the last block
+            of a group gets an objective, and gradients are stopped only
+            between groups (associated learning).
         has_output_layer: `False` when the rule makes its prediction from the
             last objective (`LocalObjective.predict`) instead of an output
             layer on the last block (associated learning decodes through
@@ -93,17 +142,18 @@ class Rule:
     has_output_layer = True
 
     def prepare_block(self, block):
-        """Configures a hidden block before it is built (e.g. feedback
-        alignment sets `block.feedback`); nothing by default."""
+        """Asks a hidden block, before it is built, for what the rule needs,
+        through the block contract (`Block.request_feedback`,
+        `Block.request_pre_activation`); nothing by default."""
 
     def make_objective(self, block, num_classes):
         """Returns the `LocalObjective` for `block`, or `None`."""
         return None
 
     def make_objectives(self, blocks, num_classes):
-        """The objectives of the rule's units, given each unit's last block
-        (every block, or each group's last block for `trains_groups`), in
-        order. By default `make_objective` per block; a rule whose
+        """The objectives of the rule's groups, given each group's last
+        block (every block, or each group's last block for
+        `trains_groups`), in order. By default `make_objective` per block; a rule whose
         objectives refer to each other (e.g. chained label encoders)
         overrides this."""
         return [self.make_objective(block, num_classes) for block in blocks]

@@ -21,14 +21,15 @@ from keras_local.ops import gradient_surrogate
 from keras_local.ops import to_loss_dtype
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.base import renamed_from
 from keras_local.rules.registry import register
 
 
 @register
 class FeedbackAlignment(Rule):
     """The output cross-entropy's error sent down through fixed random
-    feedback weights (every block and the output layer get
-    `feedback="random"`; see `FeedbackAlignmentDense`)."""
+    feedback weights (every block is asked for `feedback="random"`, and the
+    output layer gets it; see `FeedbackAlignmentDense`)."""
 
     name = "feedback-alignment"
     detach_blocks = False
@@ -37,21 +38,18 @@ class FeedbackAlignment(Rule):
     output_feedback = "random"
 
     def prepare_block(self, block):
-        if not hasattr(block, "feedback"):
+        if not hasattr(block, "request_feedback"):
             raise ValueError(
-                f"{self.name} needs blocks with a `feedback` setting (keras_local "
-                f"Blocks); {block.name} ({type(block).__name__}) has none."
+                f"{self.name} needs blocks that take a feedback request "
+                f"(keras_local Blocks: `Block.request_feedback`); {block.name} "
+                f"({type(block).__name__}) does not."
             )
-        if block.built and block.feedback != "random":
-            raise ValueError(
-                f"{block.name} is already built with true feedback; give "
-                f"{self.name} unbuilt blocks."
-            )
-        block.feedback = "random"
+        block.request_feedback("random", by=self.name)
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
-class DirectFeedback(LocalObjective):
+@renamed_from("DirectFeedback")
+class DirectFeedbackObjective(LocalObjective):
     """A block's fixed random matrix `B` of direct feedback alignment.
 
     In the top-down pass the block's output (after dropout and pooling, what
@@ -94,6 +92,10 @@ class DirectFeedback(LocalObjective):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
+#: Former name.
+DirectFeedback = DirectFeedbackObjective
+
+
 @register
 class DirectFeedbackAlignment(Rule):
     """The output layer's error projected directly to every block by a fixed
@@ -106,7 +108,7 @@ class DirectFeedbackAlignment(Rule):
     top_down = True
 
     def make_objective(self, block, num_classes):
-        return DirectFeedback(num_classes, name=f"{block.name}_feedback")
+        return DirectFeedbackObjective(num_classes, name=f"{block.name}_feedback")
 
     def output_signal(self, logits, labels):
         # The gradient of the (weighted) mean cross-entropy w.r.t. the logits,

@@ -16,12 +16,13 @@ from keras_local.ops import prediction_loss
 from keras_local.ops import similarity_loss
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.base import renamed_from
 from keras_local.rules.registry import register
 
 
-class WeightedLossParts(LocalObjective):
+class WeightedLossObjective(LocalObjective):
     """Base of the objectives that mix a pred and a sim loss: validates the
-    weights and names the parts (`loss_names`, `has_classifier`).
+    weights and names the parts (`loss_names`, `has_local_classifier`).
 
     Args:
         num_classes: number of classes.
@@ -30,7 +31,9 @@ class WeightedLossParts(LocalObjective):
         dim_in_decoder: largest flattened input of the heads.
     """
 
-    def __init__(self, num_classes, pred_weight=None, sim_weight=None, dim_in_decoder=4096, **kwargs):
+    def __init__(
+        self, num_classes, pred_weight=None, sim_weight=None, dim_in_decoder=4096, **kwargs
+    ):
         super().__init__(**kwargs)
         if pred_weight is None and sim_weight is None:
             raise ValueError(f"{type(self).__name__} needs a pred or a sim loss (or both).")
@@ -38,15 +41,17 @@ class WeightedLossParts(LocalObjective):
         self.pred_weight = pred_weight
         self.sim_weight = sim_weight
         self.dim_in_decoder = dim_in_decoder
-        self.has_classifier = pred_weight is not None
+        self.has_local_classifier = pred_weight is not None
         self.loss_names = tuple(
             name
             for name, weight in (("pred", pred_weight), ("sim", sim_weight))
             if weight is not None
         )
 
+
 @keras.saving.register_keras_serializable(package="keras_local")
-class LocalLossHeads(WeightedLossParts):
+@renamed_from("LocalLossHeads")
+class LocalLossObjective(WeightedLossObjective):
     """A block's pred and/or sim heads and their weighted local loss.
 
     Args:
@@ -60,7 +65,7 @@ class LocalLossHeads(WeightedLossParts):
 
     Example:
 
-    >>> heads = LocalLossHeads(10, pred_weight=0.01, sim_weight=0.99)
+    >>> heads = LocalLossObjective(10, pred_weight=0.01, sim_weight=0.99)
     >>> x = keras.ops.ones((4, 8, 8, 16))
     >>> out = heads(x, x, keras.ops.array([0, 1, 2, 3]))
     >>> sorted(out)
@@ -114,6 +119,12 @@ class LocalLossHeads(WeightedLossParts):
         result["loss"] = loss
         return result
 
+
+#: Former names.
+WeightedLossParts = WeightedLossObjective
+LocalLossHeads = LocalLossObjective
+
+
 @register
 class Pred(Rule):
     """Each block trains a local linear classifier with cross-entropy.
@@ -130,7 +141,7 @@ class Pred(Rule):
         self.dim_in_decoder = dim_in_decoder
 
     def make_objective(self, block, num_classes):
-        return LocalLossHeads(
+        return LocalLossObjective(
             num_classes, pred_weight=1.0, dim_in_decoder=self.dim_in_decoder,
             name=f"{block.name}_heads",
         )
@@ -147,7 +158,7 @@ class Sim(Rule):
     default_activation = "leaky_relu"
 
     def make_objective(self, block, num_classes):
-        return LocalLossHeads(num_classes, sim_weight=1.0, name=f"{block.name}_heads")
+        return LocalLossObjective(num_classes, sim_weight=1.0, name=f"{block.name}_heads")
 
 
 @register
@@ -170,7 +181,7 @@ class PredSim(Rule):
         self.dim_in_decoder = dim_in_decoder
 
     def make_objective(self, block, num_classes):
-        return LocalLossHeads(
+        return LocalLossObjective(
             num_classes,
             pred_weight=1.0 - self.beta,
             sim_weight=self.beta,

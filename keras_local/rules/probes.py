@@ -3,12 +3,13 @@ every rule has an exit per block (early exit, `keras_local.early_exit`).
 
 `Probes(rule)` (or `with_probes(rule)`) is a rule that wraps any other rule.
 It is the wrapped rule in every respect (activation, detaching, output layer,
-top-down pass, ...) except that each objective without a classifier (and
-each block without an objective) gets a *probe*: a `PredictionHead` trained
+top-down pass, ...) except that each objective without a local classifier
+(and each block without an objective) gets a *probe*: a `PredictionHead` trained
 with cross-entropy on `stop_gradient(features)`. The probe learns to read
 the block but sends nothing back, so the block, and every other layer, gets
 exactly the gradient the wrapped rule gives it. Objectives that already have
-a classifier (pred, predsim, random-classifier, ...) are left as they are.
+a local classifier (pred, predsim, random-classifier, ...) are left as they
+are.
 
 >>> from keras_local import rules, zoo
 >>> rule = rules.with_probes("backprop")
@@ -17,7 +18,7 @@ Probes(Backprop())
 >>> rules.get(rules.serialize(rule)) == rule
 True
 >>> model = zoo.mlp(layers=2, units=16, rule=rule, input_shape=(8, 8, 1))
->>> [objective.has_classifier for objective in model.objectives]
+>>> [objective.has_local_classifier for objective in model.objectives]
 [True, True]
 """
 
@@ -50,7 +51,7 @@ class ProbedObjective(LocalObjective):
             average-pooled down to it, as the local classifiers of pred).
     """
 
-    has_classifier = True
+    has_local_classifier = True
 
     def __init__(self, objective, num_classes, dim_in_decoder=4096, **kwargs):
         super().__init__(**kwargs)
@@ -136,7 +137,7 @@ class Probes(Rule):
         return getattr(self.rule, "dim_in_decoder", 4096)
 
     def _probed(self, objective, block, num_classes):
-        if objective is not None and objective.has_classifier:
+        if objective is not None and objective.has_local_classifier:
             return objective
         return ProbedObjective(
             objective,

@@ -1,17 +1,8 @@
 """Local errors from fixed random classifiers (Mostafa, Ramesh &
-Cauwenberghs 2018).
-
-Every hidden layer feeds its output (after dropout and pooling, flattened)
-to its own random classifier `M` (not trained) and learns from that
-classifier's cross-entropy. The error comes back to the layer through `K`:
-
-- `"sym"`: `K = M^T`, the exact gradient of the local loss;
-- `"scfb"`: sign-concordant feedback, random magnitudes with the signs of
-  `M^T`;
-- `"random"`: an independent random `K`. The paper reports that the network
-  then stays near chance; it is here so that users can see it.
-
-With `trainable=True` the classifier learns too (the paper's TLC).
+Cauwenberghs 2018): every block learns from the cross-entropy of its own
+fixed random classifier on its outputs, the error coming back through
+`M^T`, sign-concordant or random feedback. Details: `docs/rules.md`,
+section "random-classifier".
 """
 
 import math
@@ -24,6 +15,7 @@ from keras_local.ops import feedback_alignment_matmul
 from keras_local.ops import prediction_loss
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.base import renamed_from
 from keras_local.rules.registry import register
 
 FEEDBACKS = ("sym", "scfb", "random")
@@ -40,26 +32,28 @@ def random_classifier_initializer(fan_in, fan_out, distribution):
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
-class RandomClassifierHead(LocalObjective):
+@renamed_from("RandomClassifierHead")
+class RandomClassifierObjective(LocalObjective):
     """A block's fixed random classifier `M` and feedback `K`.
 
     Args:
         num_classes: number of classes.
-        feedback: `"sym"`, `"scfb"` or `"random"` (see the module).
+        feedback: `"sym"` (`M^T`), `"scfb"` (sign-concordant) or
+            `"random"` (independent).
         trainable_classifier: train `M` too (TLC).
         distribution: `"uniform"` or `"normal"` initialisation of `M` (and of
             `K`'s magnitudes).
 
     Example:
 
-    >>> head = RandomClassifierHead(10, feedback="scfb")
+    >>> head = RandomClassifierObjective(10, feedback="scfb")
     >>> x = keras.ops.ones((4, 32))
     >>> sorted(head(x, x, keras.ops.array([0, 1, 2, 3])))
     ['logits', 'loss', 'pred_loss']
     """
 
     loss_names = ("pred",)
-    has_classifier = True
+    has_local_classifier = True
 
     def __init__(
         self,
@@ -132,6 +126,10 @@ class RandomClassifierHead(LocalObjective):
         }
 
 
+#: Former name.
+RandomClassifierHead = RandomClassifierObjective
+
+
 @register
 class RandomClassifier(Rule):
     """Every block learns from the cross-entropy of a fixed random classifier
@@ -139,7 +137,7 @@ class RandomClassifier(Rule):
 
     Args:
         feedback: `"sym"` (exact local gradient), `"scfb"` (sign-concordant)
-            or `"random"` (independent; fails, as the paper reports).
+            or `"random"` (independent).
         trainable: train the local classifiers too (TLC).
         distribution: `"uniform"` (the paper's default) or `"normal"` (GI).
     """
@@ -155,7 +153,7 @@ class RandomClassifier(Rule):
         self.distribution = distribution
 
     def make_objective(self, block, num_classes):
-        return RandomClassifierHead(
+        return RandomClassifierObjective(
             num_classes,
             feedback=self.feedback,
             trainable_classifier=self.trainable,

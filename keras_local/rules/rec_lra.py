@@ -1,70 +1,11 @@
 """Recursive local representation alignment (rec-LRA; Ororbia, Mali, Kifer &
-Giles, AAAI 2023, "Backpropagation-Free Deep Learning with Recursive Local
-Representation Alignment").
+Giles, AAAI 2023).
 
-Every hidden block gets a *target* made from an error signal sent to it by
-learnable *error synapses* `E`, and learns to move its activity towards it
-with a Hebbian-like update; nothing is differentiated through another layer,
-nor through the activation (sign units train). With `h` a block's
-pre-activation and `z = phi(h)` its activation, for a block `i` whose error
-synapses read the error neurons `e_j` of a block (or the output) `j`:
-
-- eq. 3, the displacement and the target: `d_i = E_{j->i} e_j`,
-  `y_i = phi(h_i - beta d_i)`;
-- eq. 4, the error neurons: `e_i = z_i - y_i`;
-- eq. 5, the forward update: `dW_i = e_i z_{i-1}^T` (for any weighted layer,
-  the gradient of `sum(h_i * e_i)` with `e_i` held constant: the same
-  outer product for a dense layer, its convolutional form for a conv);
-- eq. 6, the error-synapse update: `dE_{j->i} = -gamma d_i e_j^T`.
-
-The output layer's error neurons are `e_L = softmax(v) - y` (the one-hot
-label is the output's target), and its update `e_L z_{L-1}^T` is the gradient
-of its cross-entropy, which the output layer minimises as under every rule.
-
-Signs, averaged over the batch: the optimizer receives `dW` as `W`'s
-gradient, so a plain SGD step is `W <- W - lr dW`, which moves `z_i`
-towards `y_i`; and it *takes* `dE` as `E`'s step, `E <- E + lr dE =
-E - lr gamma d_i e_j^T` (its gradient is `gamma d_i e_j^T`). So both
-descend the total discrepancy `D = sum_l ||z_l - y_l||^2` (eq. 2), which
-the paper says the system minimises: up to positive factors and the
-activation's derivatives (which the rule never uses), `dW` and
-`gamma d_i e_j^T` are `D`'s gradients, `dD/dW_i = 2 (e_i * phi'(h_i))
-z_{i-1}^T` and, to first order in beta, `dD/dE_{j->i} = 2 beta^2
-(phi'(h_i)^2 * d_i) e_j^T`. Handing `dE` to the optimizer as a gradient
-instead (as the authors' LRA-E code does with its own `dE`) would make `E`
-*ascend* `D`; on the 5x256 tanh MLP (gap 2, Adam 1e-3) that grows the
-chained error synapses and lets the discrepancies run away: 81% test
-accuracy after one epoch, 80% after three, against 83% and 85% for the
-descent.
-
-Wiring (Algorithm 1, lines 14-19, "residual gap g"): hidden block
-`l = 1..L-1` (block `L` is the output layer) reads the output error through
-`E_{L->l}` when `l` is a multiple of `gap`, and otherwise the error neurons
-of its neighbour `l+1` through `E_{l+1->l}` (for the top block that is the
-output anyway). `gap=1` wires every block to the output (depth 1, the
-wiring of direct feedback alignment); `gap=0` gives no skip-error
-connections: every block reads its neighbour (the chain of LRA-E).
-
-Blocks whose activity is a feature map (`ConvBlock`, `ResidualBlock`) always
-read the output error: an `E` between two maps would be `(H W C)^2`, while
-one from the output is `num_classes x H W C`. That is the paper's skip-error
-wiring of residual networks: each residual block's output gets its target
-from the output error, and the block is one computational subgraph. Inside
-a block the layers learn by the block's own local gradient of
-`sum(h * e)` (the option the paper describes of treating the block's error
-neurons as the proxy for dL/dz and computing the block's updates locally),
-not through per-layer error synapses of their own: no gradient leaves the
-block. For a `ResidualBlock`, `h` is `F(x) + shortcut(x)`, the input of its
-last activation, and the gradient of `sum(h * e)` reaches both convolutions
-(through the inner activation's derivative), the BatchNorms and the
-projection.
-
-The rule reads `h` by setting the block's `features_from` to
-`"pre_activation"` (see `Block`). A block whose class does not say it
-honours that (`Block.honours_features_from`) is aligned in activity space:
-its target is `z - beta d` and its error neurons `beta d`, which the block
-sends to its weights through its last activation (to first order the exact
-rule for differentiable activations; a sign unit there would get no update).
+Every hidden block moves its activity towards a target made by learnable
+error synapses from the error neurons of the output or of a neighbour,
+with a Hebbian-like update; nothing is differentiated through another
+block, nor through the activation. Equations, signs, wiring and defaults:
+`docs/rules.md`, section "rec-lra".
 """
 
 import math
@@ -73,43 +14,42 @@ import keras
 from keras import ops
 
 from keras_local.layers.activations import get_activation
-from keras_local.layers.block import Block
-from keras_local.layers.dense_block import DenseBlock
+from keras_local.layers.block import BlockSpec
 from keras_local.ops import gradient_surrogate
 from keras_local.ops import to_loss_dtype
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.base import renamed_from
 from keras_local.rules.registry import register
 
+#: What the rule assumes of a layer without the block contract (no `spec`):
+#: its features are its activation, and not vectors it can wire to.
+UNKNOWN_BLOCK = BlockSpec(
+    width=None,
+    feature_map=True,
+    activation="linear",
+    features_from="activation",
+    feedback=None,
+    offers_pre_activation=False,
+)
 
-def returns_pre_activation(block):
-    """Whether `block(x)` returns its pre-activation as `features` when its
-    `features_from` is `"pre_activation"`: true if the class that defines
-    its `call` is `Block` or `DenseBlock` (which flattens, then calls
-    `Block.call`), or says `honours_features_from = True` in its own body."""
-    if not isinstance(block, Block):
-        return False
-    for cls in type(block).__mro__:
-        if "call" in vars(cls):
-            return cls in (Block, DenseBlock) or vars(cls).get("honours_features_from") is True
-    return False
+
+def block_spec(block):
+    """`block.spec`, or `UNKNOWN_BLOCK` for a layer without one."""
+    return getattr(block, "spec", UNKNOWN_BLOCK)
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
-class RecLRATargets(LocalObjective):
+@renamed_from("RecLRATargets")
+class RecLRAObjective(LocalObjective):
     """A block's error synapses `E`, target and error neurons under rec-LRA.
 
     `call` passes the block's activity through; the top-down pass makes the
     target `y = phi(h - beta d)` from the error neurons `e_j` it reads
-    (`d = E e_j`, eq. 3), the block's error neurons `e = z - y` (eq. 4),
-    and adds a zero-valued term whose gradient is `e z_prev^T` for the
-    block's weights (eq. 5, through `sum(h * e)`) and `gamma d e_j^T` for
-    `E` (minus eq. 6's step `-gamma d e_j^T`), both averaged over the
-    batch. It sends `e` down. The block's discrepancy `||z - y||^2` (eq. 2,
-    mean over the batch) is reported as `block<i>_discrepancy_loss`.
-
-    `E` is stored as `(source_units, units)`, so that `d = e_j @ E` for
-    row-major batches; the paper's `E_{j->i}` is its transpose.
+    (`d = e_j @ E`), the block's error neurons `e = z - y`, and adds a
+    zero-valued term whose gradient is `e z_prev^T` for the block's weights
+    and `gamma d e_j^T` for `E`, batch means. It sends `e` down and reports
+    the discrepancy `||z - y||^2` as `block<i>_discrepancy_loss`.
 
     Args:
         num_classes: number of classes.
@@ -205,33 +145,34 @@ class RecLRATargets(LocalObjective):
         }
 
 
+#: Former name.
+RecLRATargets = RecLRAObjective
+
+
 @register
 class RecLRA(Rule):
     """Recursive local representation alignment (Ororbia et al. 2023).
 
     Every block learns to move its activity towards a target made by
     learnable error synapses from the error neurons of the output or of its
-    neighbour above (module docstring: equations 2-6 and the wiring of
-    Algorithm 1). The blocks are detached from each other; the output layer
-    learns from its cross-entropy on detached features.
+    neighbour above. The blocks are detached from each other; the output
+    layer learns from its cross-entropy on detached features. The rule asks
+    every block for its pre-activation (`Block.request_pre_activation`).
 
     Args:
-        beta: strength of the displacement in the targets
-            `phi(h - beta d)` (eq. 3). 0.1, the value of the authors'
-            LRA-E code; the paper does not print it.
-        gamma: factor of the error synapses' update (eq. 6), below 1 "to
-            change the error synapses more slowly than the forward ones"
-            (the paper, which does not print its value); 0.01, that of a
-            third-party port of Algorithm 1. Under Adam it matters only
-            against epsilon (Adam divides out a constant factor).
+        beta: strength of the displacement in the targets `phi(h - beta d)`.
+        gamma: factor of the error synapses' update.
         gap: the residual gap `g` of Algorithm 1: block `l` (1-based) reads
             the output error when `l % gap == 0`, its neighbour's error
-            neurons otherwise; 2, the `g` of the paper's ResNets. `1`: every
-            block reads the output error; `0`: no skip-error connections,
-            every block reads its neighbour's. Blocks of feature maps always
-            read the output error (see the module docstring).
-        error_stddev: the error synapses start as N(0, error_stddev^2); 1,
-            the unit Gaussian of the authors' LRA-E code.
+            neurons otherwise. `1`: every block reads the output error;
+            `0`: no skip-error connections. Blocks of feature maps always
+            read the output error.
+        error_stddev: the error synapses start as N(0, error_stddev^2).
+
+    Example:
+
+    >>> rule = rules.get("rec-lra", gap=1)
+    >>> model = zoo.lra_mlp(rule=rule, input_shape=(28, 28, 1))
     """
 
     name = "rec-lra"
@@ -253,14 +194,10 @@ class RecLRA(Rule):
         self.error_stddev = float(error_stddev)
 
     def prepare_block(self, block):
-        if not returns_pre_activation(block):
-            return  # aligned in activity space (see the module docstring)
-        if block.built and block.features_from != "pre_activation":
-            raise ValueError(
-                f"{block.name} is already built returning its activation; give "
-                f"{self.name} unbuilt blocks (it reads their pre-activation)."
-            )
-        block.features_from = "pre_activation"
+        # A block that does not offer its pre-activation is aligned in
+        # activity space (docs/rules.md, "rec-lra").
+        if hasattr(block, "request_pre_activation"):
+            block.request_pre_activation(by=self.name)
 
     def reads_output_error(self, index, blocks):
         """Whether block `index` (0-based) reads the output error (else its
@@ -270,21 +207,21 @@ class RecLRA(Rule):
             return True
         if self.gap > 0 and (index + 1) % self.gap == 0:
             return True
-        return not (
-            isinstance(blocks[index], DenseBlock) and isinstance(blocks[index + 1], DenseBlock)
-        )
+        return block_spec(blocks[index]).feature_map or block_spec(blocks[index + 1]).feature_map
 
     def make_objectives(self, blocks, num_classes):
         objectives = []
         for index, block in enumerate(blocks):
             from_output = self.reads_output_error(index, blocks)
+            spec = block_spec(block)
+            source_units = num_classes if from_output else block_spec(blocks[index + 1]).width
             objectives.append(
-                RecLRATargets(
+                RecLRAObjective(
                     num_classes,
-                    source_units=num_classes if from_output else blocks[index + 1].units,
+                    source_units=source_units,
                     from_output=from_output,
-                    activation=getattr(block, "activation", "linear"),
-                    pre_activation=getattr(block, "features_from", None) == "pre_activation",
+                    activation=spec.activation,
+                    pre_activation=spec.features_from == "pre_activation",
                     beta=self.beta,
                     gamma=self.gamma,
                     error_stddev=self.error_stddev,

@@ -1,4 +1,4 @@
-"""JAX: the detached stage objectives differentiated in one jitted step."""
+"""JAX: the detached group objectives differentiated in one jitted step."""
 
 import jax
 import keras
@@ -7,10 +7,10 @@ import keras
 class JaxSteps:
     """Mixin of `LocalModel` for the JAX backend.
 
-    The stages' objectives are summed with `stop_gradient` at every segment
-    boundary, so `jax.value_and_grad` of the sum gives each variable exactly
-    the gradient of its own stage's objective; XLA then schedules the blocks'
-    backward passes. One optimizer update per step.
+    The trained groups' objectives are summed with `stop_gradient` at every
+    group boundary, so `jax.value_and_grad` of the sum gives each variable
+    exactly the gradient of its own group's objective; XLA then schedules
+    the blocks' backward passes. One optimizer update per step.
     """
 
     def _stateless_objective(

@@ -1,4 +1,4 @@
-"""TensorFlow: one `GradientTape` per stage, one optimizer step."""
+"""TensorFlow: one `GradientTape` per trained group, one optimizer step."""
 
 import contextlib
 
@@ -47,9 +47,9 @@ class TensorFlowSteps:
         return function
 
     def compute_gradients(self, x, labels, training=True, for_optimizer=False):
-        """Gradients of every trainable variable, stage by stage.
+        """Gradients of every trainable variable, group by group.
 
-        Each segment (a block with its heads, or the output layer) runs from
+        Each group (a block with its heads, or the output layer) runs from
         its detached input under its own tape, and its variables are
         differentiated against its own loss only. Returns `(grads, total,
         results)` with `grads` aligned to `self.trainable_variables`.
@@ -70,7 +70,7 @@ class TensorFlowSteps:
                 x, labels, training, scale
             )
         grads = [
-            # A variable its stage's loss does not reach gets a zero gradient
+            # A variable its group's loss does not reach gets a zero gradient
             # (as on JAX), so that both backends apply the same update.
             gradients[id(v)] if gradients.get(id(v)) is not None else tf.zeros_like(v)
             for v in self.trainable_variables
@@ -87,44 +87,43 @@ class TensorFlowSteps:
         # Each tape is released before the next block runs, so only one
         # block's activations are held for its backward pass at a time.
         gradients, results, total = {}, [], 0.0
-        for segment in self.segments():
+        for group in self.trained_groups():
             with tf.GradientTape() as tape:
-                x, segment_results, loss = self.run_segment(segment, x, labels, training)
+                x, group_results, loss = self.run_group(group, x, labels, training)
                 # Scaled under the tape: a tape does not see what is computed
                 # after it closes, and would give `None` gradients.
                 scaled = scale(loss)
-            variables = self.segment_variables(segment)
+            variables = self.group_variables(group)
             for variable, gradient in zip(variables, tape.gradient(scaled, variables)):
                 gradients[id(variable)] = gradient
-            results += segment_results
+            results += group_results
             total = total + loss
         return gradients, total, results
 
     def _gradients_after_top_down_pass(self, x, labels, training, scale):
         # A block's loss is complete only after the error signal from above
         # has come down, so every block's tape stays open over the whole
-        # forward and top-down pass. Each tape watches only its own segment's
-        # variables, so it still differentiates just that segment's loss.
-        segments = self.segments()
-        variables = [self.segment_variables(segment) for segment in segments]
+        # forward and top-down pass. Each tape watches only its own group's
+        # variables, so it still differentiates just that group's loss.
+        variables = [self.group_variables(group) for group in self.trained_groups()]
         with contextlib.ExitStack() as stack:
             tapes = []
-            for segment_variables in variables:
+            for own_variables in variables:
                 tape = stack.enter_context(tf.GradientTape(watch_accessed_variables=False))
-                tape.watch([v.value for v in segment_variables])
+                tape.watch([v.value for v in own_variables])
                 tapes.append(tape)
             total, results = self.local_objective(x, labels, training)
             # Scaled under the tapes, which see nothing computed after them.
             losses = [
                 scale(loss) if tf.is_tensor(loss) else None
-                for loss in self.segment_losses(results)
+                for loss in self.group_losses(results)
             ]
         gradients = {}
-        for tape, loss, segment_variables in zip(tapes, losses, variables):
+        for tape, loss, own_variables in zip(tapes, losses, variables):
             if loss is None:
-                continue  # a segment without a loss (a block with no objective)
+                continue  # a group without a loss (a block with no objective)
             for variable, gradient in zip(
-                segment_variables, tape.gradient(loss, segment_variables)
+                own_variables, tape.gradient(loss, own_variables)
             ):
                 gradients[id(variable)] = gradient
         return gradients, total, results

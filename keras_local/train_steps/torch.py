@@ -1,4 +1,4 @@
-"""PyTorch: each segment's loss backpropagated as soon as it is computed."""
+"""PyTorch: each group's loss backpropagated as soon as it is computed."""
 
 import torch
 
@@ -10,14 +10,14 @@ class TorchSteps:
     graph eagerly, `backward()` leaves each variable's gradient in
     `variable.value.grad`, and `optimizer.apply` runs under `torch.no_grad()`.
     What differs is that a rule that detaches blocks calls `backward()` once
-    per segment, right after that segment's forward pass, so the segment's
-    graph (its saved activations) is freed before the next segment runs: at
-    most one segment's activations are held at a time, as with the
-    TensorFlow step's one tape per segment. One optimizer update per step.
+    per trained group, right after that group's forward pass, so the group's
+    graph (its saved activations) is freed before the next group runs: at
+    most one group's activations are held at a time, as with the
+    TensorFlow step's one tape per group. One optimizer update per step.
     """
 
     # Keras' `jit_compile=True` means `torch.compile` on this backend, not
-    # XLA. It would trace this step's Python loop of per-segment backward
+    # XLA. It would trace this step's Python loop of per-group backward
     # passes: on 2 CPU cores, fitting a small vgg8b on 64 examples, saving,
     # loading and fitting it again took 214 s compiled (recompiling for each
     # new batch shape) and 18 s eagerly. So the zoo's `jit_compile=True` (XLA on TensorFlow and JAX)
@@ -34,7 +34,7 @@ class TorchSteps:
 
     def _backward(self, x, labels, training, scale):
         """Runs the forward pass and leaves every trainable variable's
-        gradient of its own stage objective (of `scale(loss)`) in
+        gradient of its own group's objective (of `scale(loss)`) in
         `variable.value.grad`. Returns `(total, results)`."""
         # As Keras' trainer clears leftover gradients with `self.zero_grad()`,
         # but over exactly the variables whose `.grad` is read afterwards:
@@ -43,25 +43,25 @@ class TorchSteps:
             variable.value.grad = None
         if self.rule.top_down:
             # A block's loss is complete only after the error signal from
-            # above has come down, so all segments' graphs are needed at
-            # once. Segments are detached from each other, so one backward
-            # of the total gives each variable its own segment's gradient.
+            # above has come down, so all groups' graphs are needed at
+            # once. Groups are detached from each other, so one backward
+            # of the total gives each variable its own group's gradient.
             total, results = self.local_objective(x, labels, training)
             scale(total).backward()
             return total.detach(), results
         total, results = 0.0, []
-        for segment in self.segments():
-            # `run_segment` detaches its input: this backward stops at the
-            # segment boundary and frees only this segment's graph.
-            x, segment_results, loss = self.run_segment(segment, x, labels, training)
+        for group in self.trained_groups():
+            # `run_group` detaches its input: this backward stops at the
+            # group boundary and frees only this group's graph.
+            x, group_results, loss = self.run_group(group, x, labels, training)
             if torch.is_tensor(loss) and loss.requires_grad:
                 scale(loss).backward()
-            results += segment_results
+            results += group_results
             total = total + _detached(loss)
         return total, results
 
     def _collect_gradients(self):
-        # A variable its segment's loss does not reach keeps `.grad = None`;
+        # A variable its group's loss does not reach keeps `.grad = None`;
         # it gets a zero gradient, as on TensorFlow and JAX, so that all
         # backends apply the same update (Adam still decays its moments).
         return [
@@ -99,7 +99,7 @@ class TorchSteps:
         with torch.no_grad():
             self.optimizer.apply(self._collect_gradients(), self.trainable_variables)
             # The metrics need no graph; `results` may still hold the tensors
-            # of the last segment's forward pass.
+            # of the last group's forward pass.
             return self.update_metrics(total, results, labels)
 
     def test_step(self, data):
