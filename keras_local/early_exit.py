@@ -3,36 +3,11 @@
 An example answers at the first exit whose confidence reaches a threshold,
 and the blocks after that exit are not run for it.
 
-**Exits**, in order: every hidden block whose objective has a local
-classifier (`LocalObjective.has_local_classifier`; its `predict(features,
-outputs)`), then the network's output (the output layer on the last block). For rules without an
-output layer the last block's objective *is* the output, counted once.
-Rules without local classifiers (backprop, feedback alignment, sim, ...)
-get exits from probe heads: `keras_local.rules.with_probes(rule)`.
-
-**Exit index**: 0-based over the exits (`exits(model)[i]`), *not* the block
-number; the last exit is the full network. `Exit.blocks_run` is the number of
-hidden blocks an example that answers there has run (`blocks_run(model,
-exit_index)` maps a whole array).
-
-**Confidence** (`criterion`): `"max_probability"`, the largest softmax
-probability; `"entropy"`, `1 - H(p) / log(num_classes)` (1 for a one-hot
-prediction, 0 for a uniform one). Both lie in [0, 1] and an example exits
-when its confidence is `>= threshold`, so a threshold of 0 answers every
-example at the first exit and one above 1 runs every example to the end and
-returns exactly the full network's probabilities.
-
-**A mixed batch** (some examples confident early, some not): after each exit
-the examples that answered are written to the result and only the others are
-gathered and run through the next blocks, so the work of a block is
-proportional to the examples still undecided, and nothing more runs once all
-have answered. Blocks run in inference mode (batch norm with its moving
-statistics, no dropout), so every example gets exactly the answer it would
-get alone. In the compiled TensorFlow function (`tf_early_exit_function`,
-also the SavedModel's `early_exit` signature) this is dynamic-shape
-`tf.boolean_mask` gathers, `tf.tensor_scatter_nd_update` into the result and
-a `tf.cond` around the rest of the network, which TensorFlow does not run
-when no example remains (`benchmarks/early_exit.py` measures it).
+The exits are every block whose objective has a local classifier, then the
+output; `exit_index` is 0-based over the exits, not a block number. The
+confidence is the largest softmax probability (or `1 - entropy / log
+classes`); an example exits when it reaches the threshold, and only the
+undecided examples of a batch run on. docs/export.md explains each choice.
 
 >>> from keras_local import early_exit, rules, zoo
 >>> model = zoo.mlp(layers=3, units=16, input_shape=(8, 8, 1), rule="pred")

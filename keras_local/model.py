@@ -1,25 +1,22 @@
 """`LocalModel`: a network of blocks trained block by block by a rule."""
 
-import contextlib
 import math
+import numbers
 
 import keras
 from keras import ops
 
 from keras_local import rules as rules_lib
-from keras_local.batch_checks import BatchChecker
-from keras_local.batch_checks import checked
-from keras_local.batch_checks import example_shape
-from keras_local.batch_checks import reraise_batch_check
 from keras_local.layers.prediction_head import HEAD_DTYPE
 from keras_local.layers.prediction_head import PredictionHead
+from keras_local.model_inputs import CheckedEntryPoints
 from keras_local.ops import prediction_loss
 from keras_local.rules.base import FORMER_CLASSES
 from keras_local.train_steps import BackendSteps
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
-class LocalModel(BackendSteps, keras.Model):
+class LocalModel(BackendSteps, CheckedEntryPoints, keras.Model):
     """A stack of hidden blocks and an output layer, trained by a local rule.
 
     The network itself is plain: `call` runs the blocks in order and returns
@@ -89,8 +86,14 @@ class LocalModel(BackendSteps, keras.Model):
         super().__init__(**kwargs)
         if not blocks:
             raise ValueError("A LocalModel needs at least one block.")
-        if not isinstance(num_classes, int) or num_classes < 2:
+        # NumPy integers too (`int(y.max()) + 1` is not always written).
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, numbers.Integral)
+            or num_classes < 2
+        ):
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
+        num_classes = int(num_classes)
         self.rule = rules_lib.get(rule)
         self.num_classes = num_classes
         self.hidden_blocks = list(blocks)
@@ -124,6 +127,9 @@ class LocalModel(BackendSteps, keras.Model):
                 "objective must have a local classifier."
             )
         self.augmentation = augmentation
+        # `fit` stops at the first NaN or infinite loss (`DivergenceError`);
+        # set to False to train on regardless.
+        self.stop_on_divergence = True
         self._make_metrics()
         if input_shape is not None:
             self.build((None, *input_shape))
@@ -143,12 +149,31 @@ class LocalModel(BackendSteps, keras.Model):
         for block, objective in zip(self.hidden_blocks, self.objectives):
             block_output = block(x)
             x = block_output.outputs
+            self._check_not_empty(input_shape, block, x.shape)
             if objective is not None:
                 objective.build(block_output.features.shape, x.shape)
         if self.output_layer is not None:
             self.output_layer(x)
         self._input_shape_checked = input_shape
         self.built = True
+
+    def _check_not_empty(self, input_shape, block, shape):
+        """A clear error, instead of a division by zero in an initializer,
+        when the blocks shrink the input to nothing (too small an image, or
+        a channels-first shape)."""
+        if all(d is None or d > 0 for d in shape[1:]):
+            return
+        example = tuple(input_shape[1:])
+        hint = ""
+        if len(example) == 3 and example[0] in (1, 3) and example[-1] > 4:
+            hint = (
+                f" It looks channels-first: keras_local takes images as (height, width, "
+                f"channels), e.g. {(example[1], example[2], example[0])}."
+            )
+        raise ValueError(
+            f"Inputs of shape {example} are too small for {self.name}: {block.name} "
+            f"leaves a feature map of shape {tuple(shape[1:])}.{hint}"
+        )
 
     def call(self, inputs, training=None):
         x = self.standardize_inputs(inputs)
@@ -357,132 +382,6 @@ class LocalModel(BackendSteps, keras.Model):
                 metrics["accuracy"].update_state(labels, result["logits"])
         return {metric.name: metric.result() for metric in self.metrics}
 
-    # ---------------------------------------------------------------- inputs
-    @property
-    def example_shape(self):
-        """The shape of one example the model is built for (no batch axis),
-        or `None` before it is built (what inputs are checked against)."""
-        shape = getattr(self, "_input_shape_checked", None)
-        return None if shape is None else tuple(shape[1:])
-
-    def batch_checker(self):
-        """A `BatchChecker` of inputs and labels for this model."""
-        return BatchChecker(self.name, self.num_classes, self.example_shape)
-
-    def standardize_inputs(self, x):
-        """`x` as the blocks take it: integer images (raw uint8 data) cast to
-        the compute dtype, as a Keras `Input` casts them; the model built
-        from `x`'s shape if it is not built yet. Raises a `ValueError` when
-        `x`'s (static) shape does not fit the built model."""
-        if not self.built:
-            self.build(tuple(x.shape))
-        self.batch_checker().check_inputs(x.shape)
-        if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)):
-            x = ops.cast(x, self.compute_dtype)
-        return x
-
-    @staticmethod
-    def labels_from(y):
-        if y is None:
-            raise ValueError("LocalModel needs labels to train or evaluate.")
-        return ops.reshape(ops.cast(y, "int32"), (-1,))
-
-    def unpack(self, data):
-        """`(x, labels)` of a training or test step's batch."""
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if sample_weight is not None:
-            raise ValueError(_NO_SAMPLE_WEIGHTS)
-        return self.standardize_inputs(x), self.labels_from(y)
-
-    def check_data(self, x, y=None):
-        """Raises a clear `ValueError` for labels out of range, one-hot or
-        non-integer labels and inputs of the wrong shape, in arrays `x`, `y`
-        (or the first batch of a `PyDataset`). `fit`, `evaluate` and
-        `predict` check every batch of every input kind themselves."""
-        if y is None and isinstance(x, keras.utils.PyDataset):
-            x, y, _ = keras.utils.unpack_x_y_sample_weight(x[0])
-        self.batch_checker().check(x, y if hasattr(y, "shape") else None)
-
-    def _check_compile(self):
-        if getattr(self, "_compile_loss", None) is not None or getattr(
-            self, "_compile_metrics", None
-        ) is not None:
-            raise ValueError(
-                "LocalModel computes its own losses and metrics from its rule; "
-                "compile it with an optimizer only (no `loss=` or `metrics=`)."
-            )
-
-    def _prepare_data(self, x, y):
-        """Builds the model from the data's example shape if needed (so that
-        its state is made eagerly, never inside a traced step), and returns
-        `(x, y)` with every batch to come checked."""
-        if not self.built:
-            shape, x = example_shape(x)
-            if shape is not None:
-                self.build((None, *shape))
-        return checked(self.batch_checker(), x, y)
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        self._check_compile()
-        _reject_weights(kwargs)
-        x, y = self._prepare_data(x, y)
-        validation_data = kwargs.get("validation_data")
-        if isinstance(validation_data, (tuple, list)):
-            kwargs["validation_data"] = (
-                *self._prepare_data(*validation_data[:2]),
-                *validation_data[2:],
-            )
-        elif validation_data is not None:
-            kwargs["validation_data"] = self._prepare_data(validation_data, None)[0]
-        callbacks = kwargs.get("callbacks") or []
-        for callback in callbacks:
-            self._resolve_monitor_mode(callback)
-        with _batch_check_errors():
-            return super().fit(x, y, *args, **kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        self._check_compile()
-        _reject_weights(kwargs)
-        if not kwargs.get("_use_cached_eval_dataset"):
-            x, y = self._prepare_data(x, y)
-        with _batch_check_errors():
-            return super().evaluate(x, y, *args, **kwargs)
-
-    def predict(self, x, *args, **kwargs):
-        x, _ = self._prepare_data(x, None)
-        with _batch_check_errors():
-            return super().predict(x, *args, **kwargs)
-
-    def train_on_batch(self, x, y=None, *args, **kwargs):
-        _reject_weights(kwargs)
-        x, y = self._prepare_data(x, y)
-        with _batch_check_errors():
-            return super().train_on_batch(x, y, *args, **kwargs)
-
-    def test_on_batch(self, x, y=None, *args, **kwargs):
-        _reject_weights(kwargs)
-        x, y = self._prepare_data(x, y)
-        with _batch_check_errors():
-            return super().test_on_batch(x, y, *args, **kwargs)
-
-    def predict_on_batch(self, x):
-        x, _ = self._prepare_data(x, None)
-        return super().predict_on_batch(x)
-
-    def _resolve_monitor_mode(self, callback):
-        """Gives a callback that monitors one of the model's metrics in
-        `mode="auto"` (EarlyStopping, ModelCheckpoint, ReduceLROnPlateau)
-        that metric's direction: Keras' automatic mode knows only the
-        metrics given to `compile`, and a LocalModel makes its own."""
-        monitor = getattr(callback, "monitor", None)
-        if getattr(callback, "mode", None) != "auto" or not isinstance(monitor, str):
-            return
-        name = monitor.removeprefix("val_")
-        if name.endswith("loss"):
-            callback.mode = "min"
-        elif name.endswith("accuracy"):
-            callback.mode = "max"
-
     # ------------------------------------------------------------ inspection
     def count_inference_params(self):
         """Trainable parameters of the network without its local heads (the
@@ -559,32 +458,3 @@ def _check_groups(groups, num_blocks):
             f"blocks; got {groups!r}."
         )
     return groups
-
-
-_NO_SAMPLE_WEIGHTS = (
-    "LocalModel does not support sample weights: every block's local loss is a "
-    "mean over the batch. Resample the data instead."
-)
-
-
-def _reject_weights(kwargs):
-    if kwargs.get("sample_weight") is not None:
-        raise ValueError(_NO_SAMPLE_WEIGHTS)
-    if kwargs.get("class_weight") is not None:
-        raise ValueError(
-            "LocalModel does not support class_weight: every block's local loss "
-            "(and the similarity losses, which compare pairs of examples) is "
-            "unweighted. Balance the classes by resampling the data instead."
-        )
-
-
-@contextlib.contextmanager
-def _batch_check_errors():
-    """Raises a batch check that failed inside a loader (a `tf.data`
-    pipeline, Keras' `PyDataset` queue) as the `ValueError` it was, not as
-    the loader's error."""
-    try:
-        yield
-    except Exception as error:
-        reraise_batch_check(error)
-        raise
