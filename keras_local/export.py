@@ -42,6 +42,7 @@ current backend is another one.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -50,7 +51,10 @@ import keras
 from keras import ops
 
 from keras_local import early_exit as early_exit_lib
+from keras_local import optional
 from keras_local import rules as rules_lib
+from keras_local.run_files import load_model_file
+from keras_local.run_settings import SettingsError
 
 #: Where exports go when no destination is given.
 DEFAULT_DIR = "saved_models"
@@ -101,12 +105,12 @@ def _require_tensorflow(what):
             "file: keras_local.export.export_file(path) or `keras-local export "
             "MODEL.keras` (both switch to TensorFlow in a child process)."
         )
-    import tensorflow as tf
-
-    return tf
+    return optional.require("tensorflow", extra="tf", feature=what)
 
 
-def export_saved_model(model, path=None, criterion="max_probability", verbose=False):
+def export_saved_model(
+    model, path=None, criterion="max_probability", verbose=False, overwrite=False
+):
     """Writes a SavedModel with the `serving_default` and `early_exit`
     signatures (see the module docstring); returns its directory.
 
@@ -116,11 +120,13 @@ def export_saved_model(model, path=None, criterion="max_probability", verbose=Fa
         criterion: the early-exit confidence, `"max_probability"` or
             `"entropy"` (`keras_local.early_exit.confidence`).
         verbose: let Keras print what it wrote.
+        overwrite: replace an existing non-empty `path` (else refused).
     """
     tf = _require_tensorflow("SavedModel export")
     _check_model(model)
     early_exit_lib.check_criterion(criterion)
     path = os.fspath(path) if path is not None else default_destination(model)
+    check_destination(path, overwrite)
     signature = early_exit_lib.input_signature(model)
     threshold_spec = tf.TensorSpec((), tf.float32, name="threshold")
 
@@ -137,9 +143,13 @@ def export_saved_model(model, path=None, criterion="max_probability", verbose=Fa
     archive.add_endpoint(
         "early_exit", early_exit, input_signature=signature + [threshold_spec]
     )
-    archive.write_out(path, verbose=verbose)
-    with open(os.path.join(path, METADATA_FILE), "w") as f:
-        json.dump(metadata(model, criterion), f, indent=2)
+
+    def write(directory):
+        archive.write_out(directory, verbose=verbose)
+        with open(os.path.join(directory, METADATA_FILE), "w") as f:
+            json.dump(metadata(model, criterion), f, indent=2)
+
+    _write_whole(path, write)
     return path
 
 
@@ -177,7 +187,7 @@ class _Probabilities(keras.Model):
         return {"probabilities": ops.softmax(self.network(inputs, training=False))}
 
 
-def export_onnx(model, path=None, opset=None, verbose=False):
+def export_onnx(model, path=None, opset=None, verbose=False, overwrite=False):
     """Writes the full network (input `inputs`, output `probabilities`, the
     softmax; dynamic batch size) as ONNX; returns the file's path.
 
@@ -185,8 +195,10 @@ def export_onnx(model, path=None, opset=None, verbose=False):
     `saved_models/<model name>.onnx`.
     """
     _require_tensorflow("ONNX export")
+    optional.require("tf2onnx", extra="export", feature="ONNX export")
     _check_model(model)
     path = os.fspath(path) if path is not None else default_destination(model, "onnx")
+    check_destination(path, overwrite)
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
@@ -196,27 +208,69 @@ def export_onnx(model, path=None, opset=None, verbose=False):
     with warnings.catch_warnings():
         # Keras' numpy-2 patch of tf2onnx probes `np.object`.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*np.object.*")
-        wrapper.export(
+        signature = [keras.InputSpec(shape=(None, *shape), dtype="float32", name="inputs")]
+        _write_whole(
             path,
-            format="onnx",
-            input_signature=[
-                keras.InputSpec(shape=(None, *shape), dtype="float32", name="inputs")
-            ],
-            opset_version=opset,
-            verbose=verbose,
+            lambda temporary: wrapper.export(
+                temporary,
+                format="onnx",
+                input_signature=signature,
+                opset_version=opset,
+                verbose=verbose,
+            ),
         )
     return path
 
 
 def load(path):
-    """Loads a `.keras` LocalModel for export (without its optimizer)."""
-    import keras_local  # noqa: F401 - registers the classes load_model needs
-
-    if not os.path.isfile(path):
-        raise ValueError(f"No saved model at {path!r}.")
-    model = keras.saving.load_model(path, compile=False)
+    """Loads a `.keras` LocalModel for export (without its optimizer); a
+    missing, damaged or foreign file is named as such."""
+    model = load_model_file(path)
     _check_model(model)
     return model
+
+
+def check_destination(path, overwrite=False, source=None):
+    """Refuses (`SettingsError`) to export onto the `.keras` file being
+    exported or a directory holding it, and onto an existing file or
+    non-empty directory unless `overwrite`."""
+    path = os.fspath(path)
+    if source is not None:
+        source, target = os.path.realpath(source), os.path.realpath(path)
+        if source == target or source.startswith(target + os.sep):
+            raise SettingsError(
+                f"The export destination {path} would destroy the model it exports, "
+                f"{source}; choose another destination."
+            )
+    if not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path)):
+        return
+    if not overwrite:
+        raise SettingsError(
+            f"{path} exists; the export would replace it. Choose another destination, "
+            "or pass overwrite=True (--overwrite) to replace it."
+        )
+
+
+def _write_whole(path, write):
+    """`write(temporary)`, then the temporary file or directory moved to
+    `path` (replacing what was there): the destination holds the old export
+    or the new one, never files of both."""
+    directory, name = os.path.split(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    stem, extension = os.path.splitext(name)
+    temporary = os.path.join(directory, f".{stem}.partial-{os.getpid()}{extension}")
+    try:
+        write(temporary)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+        os.replace(temporary, path)
+    finally:
+        if os.path.isdir(temporary):
+            shutil.rmtree(temporary)
+        elif os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def export_file(
@@ -226,6 +280,7 @@ def export_file(
     criterion="max_probability",
     opset=None,
     subprocess_backend=True,
+    overwrite=False,
 ):
     """Exports a `.keras` file; returns the destination.
 
@@ -237,12 +292,21 @@ def export_file(
     _check_format(format)
     early_exit_lib.check_criterion(criterion)
     if not os.path.isfile(keras_path):
-        raise ValueError(f"No saved model at {keras_path!r}.")
+        raise SettingsError(f"No saved model at {keras_path!r}.")
     path = os.fspath(path) if path is not None else default_destination(keras_path, format)
+    check_destination(path, overwrite, source=keras_path)
     if keras.backend.backend() != "tensorflow" and subprocess_backend:
+        if not optional.available("tensorflow"):
+            raise optional.MissingOptionalDependency(
+                f"Export runs on TensorFlow, which is not installed: "
+                f"{optional.install_command('tf')}",
+                name="tensorflow",
+                extra="tf",
+            )
         arguments = dict(
             keras_path=os.fspath(keras_path), path=path, format=format,
             criterion=criterion, opset=opset, subprocess_backend=False,
+            overwrite=overwrite,
         )
         code = (
             "import json, sys; from keras_local import export; "
@@ -260,5 +324,5 @@ def export_file(
         return path
     model = load(keras_path)
     if format == "onnx":
-        return export_onnx(model, path, opset=opset)
-    return export_saved_model(model, path, criterion=criterion)
+        return export_onnx(model, path, opset=opset, overwrite=overwrite)
+    return export_saved_model(model, path, criterion=criterion, overwrite=overwrite)

@@ -326,3 +326,34 @@ def test_a_killed_search_resumes_to_the_same_trials(tmp_path):
     trials = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert trials == json.loads(reference.stdout.strip().splitlines()[-1])
     assert os.path.exists(output) and os.path.exists(f"{output}.json")
+
+
+# ------------------------------------------------------------------- export
+def test_export_never_destroys_its_input(tmp_path, reference, capsys):
+    source = tmp_path / "model.keras"
+    source.write_bytes(reference.read_bytes())
+    before = source.read_bytes()
+    for argv in (
+        ["--format", "onnx", "--output", str(source)],
+        ["--output", str(tmp_path)],  # a directory holding the source
+        ["--output", str(tmp_path), "--overwrite"],
+    ):
+        status, _, err = _main(capsys, "export", str(source), *argv)
+        assert status == 2 and "would destroy the model it exports" in err, err
+    assert source.read_bytes() == before
+
+
+def test_export_into_a_non_empty_directory_needs_overwrite(tmp_path, reference, capsys):
+    destination = tmp_path / "exported"
+    destination.mkdir()
+    (destination / "notes.txt").write_text("someone else's file")
+    status, _, err = _main(capsys, "export", str(reference), "--output", str(destination))
+    assert status == 2 and "exists; the export would replace it" in err
+    assert sorted(os.listdir(destination)) == ["notes.txt"]
+    status, _, err = _main(
+        capsys, "export", str(reference), "--output", str(destination), "--overwrite"
+    )
+    assert status == 0, err
+    names = sorted(os.listdir(destination))
+    assert "notes.txt" not in names and "saved_model.pb" in names  # replaced, not mixed
+    assert not [n for n in os.listdir(tmp_path) if ".partial" in n]

@@ -40,6 +40,12 @@ def add_parser(commands):
         "1 - entropy / log(classes) (default: max_probability)",
     )
     parser.add_argument("--opset", type=int, help="ONNX opset (default: tf2onnx's)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing destination (else an existing file or non-empty "
+        "directory is refused); the source model is never replaced",
+    )
     return parser
 
 
@@ -55,7 +61,12 @@ def run(args, print_fn=print):
         try:
             written.append(
                 export.export_file(
-                    args.model, path, format=format, criterion=args.criterion, opset=args.opset
+                    args.model,
+                    path,
+                    format=format,
+                    criterion=args.criterion,
+                    opset=args.opset,
+                    overwrite=args.overwrite,
                 )
             )
         except (RuntimeError, ImportError) as e:
