@@ -9,6 +9,7 @@ add `StopOnDivergence` to `fit`.
 """
 
 import contextlib
+import warnings
 
 import keras
 from keras import ops
@@ -91,6 +92,7 @@ class CheckedEntryPoints:
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_compile()
         _reject_weights(kwargs)
+        self._warn_single_example_batches(x, kwargs.get("batch_size"))
         x, y = self._prepare_data(x, y)
         validation_data = kwargs.get("validation_data")
         if isinstance(validation_data, (tuple, list)):
@@ -110,6 +112,25 @@ class CheckedEntryPoints:
         kwargs["callbacks"] = callbacks
         with _batch_check_errors():
             return super().fit(x, y, *args, **kwargs)
+
+    def _warn_single_example_batches(self, x, batch_size):
+        """Batch norm normalises a training batch by its own statistics: a
+        batch of one example becomes all zeros (the similarity losses then
+        see a constant), so say so when arrays make such a batch."""
+        if not hasattr(x, "shape") or not any(
+            isinstance(layer, keras.layers.BatchNormalization)
+            for layer in self._flatten_layers()
+        ):
+            return
+        batch_size = batch_size or 32  # Keras' default for arrays
+        if batch_size == 1 or len(x) % batch_size == 1:
+            warnings.warn(
+                f"{self.name} has batch normalization, and "
+                + ("every batch has" if batch_size == 1 else "the last batch of each epoch has")
+                + " one example: batch norm turns it into zeros, so the blocks learn "
+                "nothing from it. Use a larger batch size, or drop one example.",
+                stacklevel=3,
+            )
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._check_compile()

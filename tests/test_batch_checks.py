@@ -228,3 +228,12 @@ def test_nan_or_infinite_inputs_are_refused(kind, value):
             np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="NaN or infinite"):
         model.predict(x, verbose=0)
+
+
+def test_batches_of_one_example_under_batch_norm_are_warned_about():
+    x, y = batches(bad_label=None, bad_batch=None)
+    model = sgd_model()
+    with pytest.warns(UserWarning, match="every batch has one example"):
+        model.fit(x[:4], y[:4], batch_size=1, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match="the last batch of each epoch has one example"):
+        model.fit(x[:9], y[:9], batch_size=8, epochs=1, verbose=0)

@@ -244,3 +244,12 @@ def test_internal_errors_keep_their_traceback(monkeypatch, capsys):
     monkeypatch.setattr(experiment, "train", broken)
     with pytest.raises(ValueError, match="an internal bug"):
         cli.main(["train", "--epochs", "1"])
+
+
+def test_non_numeric_rule_parameters_are_named(capsys):
+    status, _, err = _main(capsys, "train", "--rule", "predsim", "--rule-option", "beta=high")
+    assert status == 2 and "beta must be a number in [0, 1], got 'high'" in err
+    status, _, err = _main(capsys, "train", "--rule", "pred", "--rule-option", "dim_in_decoder=0")
+    assert status == 2 and "dim_in_decoder must be a positive integer, got 0" in err
+    with pytest.raises(ValueError, match="beta must be a number in"):
+        rules.get("predsim-bpf", beta="0.5")

@@ -357,3 +357,22 @@ def test_export_into_a_non_empty_directory_needs_overwrite(tmp_path, reference, 
     names = sorted(os.listdir(destination))
     assert "notes.txt" not in names and "saved_model.pb" in names  # replaced, not mixed
     assert not [n for n in os.listdir(tmp_path) if ".partial" in n]
+
+
+def test_diverged_trials_fail_and_a_search_of_only_such_trials_is_an_error(tmp_path):
+    from keras_local import data
+    from keras_local import tuning
+
+    (x, y), _ = data.load("fashion_mnist")
+    with pytest.raises(tuning.TuningError, match="all 2 trial"):
+        tuning.tune(
+            "mlp", "predsim", (x[:256], y[:256]), tuner="random", max_trials=2,
+            max_epochs=1, space={"learning_rate": [1e12, 1e13]},
+            fixed={"units": 64}, batch_size=64, seed=3,
+            directory=str(tmp_path), project_name="nan", retrain=False,
+            jit_compile=False, verbose=0, max_consecutive_failed_trials=5,
+        )  # fmt: skip
+    with open(tmp_path / "nan" / "results.json") as f:
+        trials = json.load(f)["trials"]
+    assert [t["status"] for t in trials] == ["FAILED", "FAILED"]
+    assert all("Training diverged" in t["error"] for t in trials)

@@ -21,6 +21,8 @@ from keras_local.ops import binary_prediction_loss
 from keras_local.ops import similarity_matching_loss
 from keras_local.ops import similarity_matrix
 from keras_local.rules.base import Rule
+from keras_local.rules.base import check_count
+from keras_local.rules.base import check_fraction
 from keras_local.rules.base import renamed_from
 from keras_local.rules.local_losses import WeightedLossObjective
 from keras_local.rules.registry import register
@@ -130,8 +132,8 @@ class _BackpropFreeRule(Rule):
     sim_weight = None
 
     def __init__(self, target_dim=128, dim_in_decoder=4096):
-        self.target_dim = target_dim
-        self.dim_in_decoder = dim_in_decoder
+        self.target_dim = check_count("target_dim", target_dim)
+        self.dim_in_decoder = check_count("dim_in_decoder", dim_in_decoder)
 
     def make_objective(self, block, num_classes):
         return BackpropFreeObjective(
@@ -195,8 +197,7 @@ class PredSimBPF(_BackpropFreeRule):
     default_activation = "leaky_relu"
 
     def __init__(self, beta=0.01, target_dim=128, dim_in_decoder=4096):
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}.")
+        beta = check_fraction("beta", beta)
         super().__init__(target_dim=target_dim, dim_in_decoder=dim_in_decoder)
         self.beta = beta
         self.pred_weight = 1.0 - beta

@@ -1,5 +1,7 @@
 """What every rule provides, and the layer that holds a block's heads."""
 
+import numbers
+
 import keras
 
 
@@ -178,3 +180,19 @@ class Rule:
 
     def __eq__(self, other):
         return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+def check_fraction(name, value):
+    """`value` as a float; `ValueError` naming the parameter unless it is a
+    number in [0, 1] (a string from a config file included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}.")
+    return float(value)
+
+
+def check_count(name, value):
+    """`value` as an int; `ValueError` naming the parameter unless it is a
+    positive integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)

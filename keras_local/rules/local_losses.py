@@ -16,6 +16,8 @@ from keras_local.ops import prediction_loss
 from keras_local.ops import similarity_loss
 from keras_local.rules.base import LocalObjective
 from keras_local.rules.base import Rule
+from keras_local.rules.base import check_count
+from keras_local.rules.base import check_fraction
 from keras_local.rules.base import renamed_from
 from keras_local.rules.registry import register
 
@@ -138,7 +140,7 @@ class Pred(Rule):
     default_activation = "relu"
 
     def __init__(self, dim_in_decoder=4096):
-        self.dim_in_decoder = dim_in_decoder
+        self.dim_in_decoder = check_count("dim_in_decoder", dim_in_decoder)
 
     def make_objective(self, block, num_classes):
         return LocalLossObjective(
@@ -175,10 +177,8 @@ class PredSim(Rule):
     default_activation = "leaky_relu"
 
     def __init__(self, beta=0.99, dim_in_decoder=4096):
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}.")
-        self.beta = beta
-        self.dim_in_decoder = dim_in_decoder
+        self.beta = check_fraction("beta", beta)
+        self.dim_in_decoder = check_count("dim_in_decoder", dim_in_decoder)
 
     def make_objective(self, block, num_classes):
         return LocalLossObjective(
