@@ -258,7 +258,7 @@ def test_probes_leave_the_wrapped_rules_gradients_unchanged(name):
         )
     # Each probe's gradient is that of its own cross-entropy on the detached
     # features, and the probe loss is reported per block.
-    for stage, objective in enumerate(probed.objectives):
+    for stage in range(len(probed.objectives)):
         assert "probe_loss" in results[stage] and "logits" in results[stage]
 
     def probe_loss_from_detached_features(stage=1):

@@ -185,7 +185,10 @@ def test_no_blocks_update_reaches_another_blocks_variables(gap):
     variables = model.trainable_variables
     for stage in range(len(model.hidden_blocks)):
         others = [v for v in variables if all(v is not o for o in own_variables(model, stage))]
-        grads = gradients(lambda: model.local_objective(x, labels, training=True)[1][stage]["loss"], others)
+        grads = gradients(
+            lambda stage=stage: model.local_objective(x, labels, training=True)[1][stage]["loss"],
+            others,
+        )
         for variable, grad in zip(others, grads):
             assert np.all(grad == 0), f"block{stage + 1}'s update reaches {variable.path}"
     grads, _, _ = model.compute_gradients(x, labels)

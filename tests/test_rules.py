@@ -8,8 +8,8 @@ import pytest
 
 from keras_local import rules
 from keras_local import zoo
-from keras_local.rules import registry
 from keras_local.layers import DenseBlock
+from keras_local.rules import registry
 
 
 def test_registry_names():
