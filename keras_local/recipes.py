@@ -303,7 +303,8 @@ def run_recipe(
             scaled = ", ".join(map(str, settings.milestones))
             notes.append(f"milestones scaled to {scaled}")
             say(
-                f"Training {epochs} epochs instead of {recipe.epochs}; learning-rate "
+                f"Training {epochs} epoch{'s' if epochs != 1 else ''} instead of "
+                f"{recipe.epochs}; learning-rate "
                 f"milestones scaled from {', '.join(map(str, recipe.milestones))} "
                 f"to {scaled}."
             )

@@ -207,10 +207,11 @@ class JaxOnlyInstall(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, JaxOnlyInstall())
 
+import keras_local  # first, with no backend configured: it chooses JAX
+
 import keras
 import numpy as np
 
-import keras_local
 from keras_local import optional
 
 assert keras.backend.backend() == "jax", keras.backend.backend()
@@ -252,7 +253,11 @@ def test_jax_only_install_trains(tmp_path):
         for d in data._fashion_mnist_search_dirs(None)
     ):
         pytest.skip("the Fashion-MNIST files are not on this machine")
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    # No backend configured (no KERAS_BACKEND, no keras.json): keras_local
+    # chooses JAX where TensorFlow is missing, as after `pip install
+    # "keras-local[jax]"`.
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", KERAS_HOME=str(tmp_path))
+    env.pop("KERAS_BACKEND", None)
     child = subprocess.run(
         [sys.executable, "-c", _JAX_ONLY_CHILD, ",".join(OPTIONAL_MODULES)],
         cwd=tmp_path,
