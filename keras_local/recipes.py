@@ -34,6 +34,7 @@ import platform
 
 from keras_local import experiment
 from keras_local.run_files import load_toml
+from keras_local.run_files import write_atomic
 from keras_local.run_settings import RunSettings
 from keras_local.run_settings import SettingsError
 from keras_local.run_settings import check_known_keys
@@ -361,20 +362,18 @@ def append_result_row(results, row):
     directory = os.path.dirname(str(results))
     if directory:
         os.makedirs(directory, exist_ok=True)
-    new = not os.path.exists(results) or os.path.getsize(results) == 0
-    ends_with_newline = True
-    if not new:
-        with open(results, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            ends_with_newline = f.read(1) == b"\n"
-    with open(results, "a", encoding="utf-8") as f:
-        if new:
-            f.write(RESULTS_HEADER)
-            f.write(_table_line(RESULTS_COLUMNS))
-            f.write(_table_line(["---"] * len(RESULTS_COLUMNS)))
-        elif not ends_with_newline:
-            f.write("\n")
-        f.write(_table_line(row))
+    text = ""
+    if os.path.exists(results):
+        with open(results, encoding="utf-8") as f:
+            text = f.read()
+    if not text:
+        text = RESULTS_HEADER + _table_line(RESULTS_COLUMNS)
+        text += _table_line(["---"] * len(RESULTS_COLUMNS))
+    elif not text.endswith("\n"):
+        text += "\n"
+    # The whole table rewritten and renamed: an interruption never leaves
+    # half a row.
+    write_atomic(str(results), text + _table_line(row))
 
 
 def _table_line(cells):

@@ -376,3 +376,38 @@ def test_diverged_trials_fail_and_a_search_of_only_such_trials_is_an_error(tmp_p
         trials = json.load(f)["trials"]
     assert [t["status"] for t in trials] == ["FAILED", "FAILED"]
     assert all("Training diverged" in t["error"] for t in trials)
+
+
+def test_a_diverged_recipe_run_appends_no_row(tmp_path, monkeypatch):
+    from keras_local import recipes
+    from keras_local.callbacks import DivergenceError
+
+    def diverging(settings, **kwargs):
+        raise DivergenceError(1, 3, float("nan"))
+
+    monkeypatch.setattr(recipes.experiment, "train", diverging)
+    results = tmp_path / "results.md"
+    with pytest.raises(DivergenceError, match="epoch 1, step 3"):
+        recipes.run_recipe("fashion_mnist-mlp-predsim.toml", epochs=1, results=results)
+    assert not results.exists()
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((1, 28, 28), r"too small for vgg8b.*It looks channels-first.*\(28, 28, 1\)"),
+        ((2, 2, 1), r"Inputs of shape \(2, 2, 1\) are too small for vgg8b"),
+    ],
+)
+def test_inputs_too_small_for_a_conv_net_are_named(shape, message):
+    from keras_local import zoo
+
+    with pytest.raises(ValueError, match=message):
+        zoo.vgg8b(rule="predsim", width=0.0625, input_shape=shape)
+
+
+def test_numpy_integers_are_accepted_as_counts():
+    from keras_local import zoo
+
+    model = zoo.mlp(units=8, input_shape=(4, 4, 1), num_classes=np.int64(3))
+    assert model.num_classes == 3 and type(model.num_classes) is int

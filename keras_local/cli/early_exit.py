@@ -69,7 +69,6 @@ def add_parser(commands):
 
 
 def run(args, print_fn=print):
-    import json
     import os
 
     import keras
@@ -77,6 +76,8 @@ def run(args, print_fn=print):
     from keras_local import data
     from keras_local import early_exit
     from keras_local import export
+    from keras_local.run_files import strict_json
+    from keras_local.run_files import write_atomic
 
     with usage_errors():
         model = export.load(args.model)
@@ -125,7 +126,6 @@ def run(args, print_fn=print):
         result, plot, title=f"{model.name} ({model.rule.name}), {dataset} {args.split}"
     )
     summary = f"{os.path.splitext(plot)[0]}.json"
-    with open(summary, "w") as f:
-        json.dump(result, f, indent=2)
+    write_atomic(summary, strict_json(result))
     print_fn(f"Plot written to {plot}, results to {summary}")
     return result

@@ -7,13 +7,14 @@ trial, and the retrained model once there is one).
 
 import dataclasses
 import datetime
-import json
 import math
 import os
 
 import keras
 import numpy as np
 
+from keras_local.run_files import strict_json
+from keras_local.run_files import write_atomic
 from keras_local.tuning.recipe import OBJECTIVE_DIRECTION
 from keras_local.tuning.recipe import OBJECTIVE_NAME
 
@@ -113,8 +114,7 @@ def write_results(project_dir, settings, trials, best, retrained=None):
             "trials": trials,
         },
     )
-    with open(markdown_file, "w") as f:
-        f.write("\n".join(_markdown(settings, trials, retrained)) + "\n")
+    write_atomic(markdown_file, "\n".join(_markdown(settings, trials, retrained)) + "\n")
     if best is not None:
         _write_best(best_file, settings, best, retrained)
     elif os.path.exists(best_file):
@@ -146,9 +146,8 @@ def _write_best(path, settings, best, result):
 
 
 def _write_json(path, content):
-    with open(path, "w") as f:
-        json.dump(content, f, indent=2)
-        f.write("\n")
+    # Whole or not at all, and strict JSON (a NaN score is null).
+    write_atomic(path, strict_json(content))
 
 
 # ------------------------------------------------------------- results.md
