@@ -137,7 +137,7 @@ class Recipe:
         try:
             settings.check()
         except ValueError as e:
-            raise SettingsError(f"{e} (in the recipe{where})") from None
+            raise SettingsError(f"{str(e).rstrip('.')} (in the recipe{where}).") from None
         _check_provenance(provenance, where)
         return cls(settings, **provenance, path=None if path is None else str(path))
 

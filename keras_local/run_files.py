@@ -93,7 +93,7 @@ def lock(path):
     same output stops with `OutputInUseError` naming the first one's
     process; a lock left by a killed run is taken over."""
     lock_path = path + ".lock"
-    make_directory_for(lock_path)
+    make_directory_for(path)
     owner = f"{socket.gethostname()} {os.getpid()}"
     while True:
         try:
