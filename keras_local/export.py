@@ -54,6 +54,7 @@ from keras_local import early_exit as early_exit_lib
 from keras_local import optional
 from keras_local import rules as rules_lib
 from keras_local.run_files import load_model_file
+from keras_local.run_files import temporary_name
 from keras_local.run_settings import SettingsError
 
 #: Where exports go when no destination is given.
@@ -255,10 +256,9 @@ def _write_whole(path, write):
     """`write(temporary)`, then the temporary file or directory moved to
     `path` (replacing what was there): the destination holds the old export
     or the new one, never files of both."""
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    stem, extension = os.path.splitext(name)
-    temporary = os.path.join(directory, f".{stem}.partial-{os.getpid()}{extension}")
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = temporary_name(path)
     try:
         write(temporary)
         if os.path.isdir(path):

@@ -59,7 +59,7 @@ def make_directory_for(path):
 def write_atomic(path, text):
     """Writes `text` to `path` through a temporary file renamed over it, so
     that `path` holds the old or the new text, never a part."""
-    temporary = _temporary_name(path)
+    temporary = temporary_name(path)
     try:
         with open(temporary, "w", encoding="utf-8") as f:
             f.write(text)
@@ -146,7 +146,9 @@ def _remove_partial_files(path):
                 os.remove(os.path.join(directory, other))
 
 
-def _temporary_name(path):
+def temporary_name(path):
+    """A hidden name beside `path`, unique to this process, to write to
+    before renaming over `path`."""
     directory, name = os.path.split(path)
     stem, extension = os.path.splitext(name)
     # The extension stays: Keras saves only to paths ending in `.keras`.
@@ -220,7 +222,7 @@ def save_model(model, path, summary):
     summary_path = path + ".json"
     _remove_partial_files(path)  # left by a run killed while saving
     write_atomic(summary_path, strict_json({**summary, "keras_version": keras.__version__}))
-    temporary = _temporary_name(path)
+    temporary = temporary_name(path)
     try:
         model.save(temporary)
         os.replace(temporary, path)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import keras_local  # noqa: F401 - registers the classes `load_model` needs
-from keras_local import cli
 from keras_local import experiment
+from tests.test_cli import _main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Two epochs, so that a run can stop between them, and no layer report: the
@@ -29,15 +29,6 @@ SETTINGS = dict(
     model="mlp", width=0.0625, epochs=2, train_examples=256, test_examples=128,
     batch_size=64, seed=3,
 )  # fmt: skip
-
-
-def _main(capsys, *argv):
-    try:
-        status = cli.main(list(argv))
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def _train(output, **settings):
