@@ -26,6 +26,9 @@ from keras_local.callbacks import DivergenceError
 from keras_local.callbacks import StopOnDivergence
 from keras_local.callbacks import block_metrics
 from keras_local.callbacks import format_block_table
+from keras_local.epoch_seeding import EpochBatches
+from keras_local.epoch_seeding import SeedEachEpoch
+from keras_local.epoch_seeding import fresh_seed
 from keras_local.run_files import DamagedFileError
 from keras_local.run_files import check_model_path
 from keras_local.run_files import claim
@@ -277,14 +280,23 @@ def _fit(network, settings, train_set, test_set, backup_dir, verbose, print_fn):
     epoch_log = _EpochLog(os.path.join(backup_dir, "history.json"))
     if epoch_log.records and verbose:
         print_fn(f"Resuming the interrupted run backed up in {backup_dir}.")
+    # Every array checked before the first step (not when its batch comes).
+    network.check_data(*train_set)
+    network.check_data(*test_set)
+    # Batch order, augmentation and dropout drawn from (seed, epoch), so
+    # that a run resumed mid-epoch retrains that epoch as it would have gone.
+    seed = settings.seed if settings.seed is not None else fresh_seed()
+    batches = EpochBatches(*train_set, settings.batch_size, seed)
     try:
         network.fit(
-            *train_set,
-            batch_size=settings.batch_size,
+            batches,
             epochs=settings.epochs,
+            steps_per_epoch=batches.batches_per_epoch,
+            shuffle=False,  # the batches come in their epoch's order
             validation_data=test_set,
             validation_batch_size=settings.batch_size,
-            callbacks=_callbacks(settings, backup_dir, epoch_log, verbose, print_fn),
+            callbacks=_callbacks(settings, backup_dir, epoch_log, verbose, print_fn)
+            + [SeedEachEpoch(seed, batches)],
             verbose=verbose,
         )
     except DivergenceError:

@@ -19,6 +19,7 @@ from keras_local.batch_checks import checked
 from keras_local.batch_checks import example_shape
 from keras_local.batch_checks import reraise_batch_check
 from keras_local.callbacks import StopOnDivergence
+from keras_local.epoch_seeding import EpochBatches
 
 
 class CheckedEntryPoints:
@@ -117,6 +118,8 @@ class CheckedEntryPoints:
         """Batch norm normalises a training batch by its own statistics: a
         batch of one example becomes all zeros (the similarity losses then
         see a constant), so say so when arrays make such a batch."""
+        if isinstance(x, EpochBatches):
+            x, batch_size = x.x, x.batch_size
         if not hasattr(x, "shape") or not any(
             isinstance(layer, keras.layers.BatchNormalization)
             for layer in self._flatten_layers()

@@ -168,9 +168,12 @@ sys.exit(cli.main(["train", *sys.argv[2:]]))
 
 
 @pytest.mark.parametrize("signal_name, status", [("SIGINT", 130), ("SIGKILL", -9)])
-def test_interrupted_mid_epoch_resumes_and_completes(tmp_path, signal_name, status):
+def test_interrupted_mid_epoch_resumes_to_the_same_model(
+    tmp_path, reference, signal_name, status
+):
     """Stopped in the second epoch: the rerun trains the second epoch again
-    from the first one's backup and completes; the history has both."""
+    from the first one's backup, on the same batches with the same
+    augmentation as the uninterrupted run (`keras_local.epoch_seeding`)."""
     output = tmp_path / "model.keras"
     stopped = _run_script(KILL_MID_EPOCH, signal_name, *ARGV, "--output", str(output))
     assert stopped.returncode == status, stopped.stderr[-3000:]
@@ -182,6 +185,7 @@ def test_interrupted_mid_epoch_resumes_and_completes(tmp_path, signal_name, stat
     assert "Epoch 2/2" in rerun.stdout and "Epoch 1/2" not in rerun.stdout
     with open(f"{output}.json") as f:
         assert len(json.load(f)["history"]["loss"]) == 2
+    _assert_same_model(output, reference)
     assert _leftovers(output) == ["model.keras", "model.keras.json"]
 
 
