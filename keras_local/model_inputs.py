@@ -93,8 +93,11 @@ class CheckedEntryPoints:
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_compile()
         _reject_weights(kwargs)
-        self._warn_single_example_batches(x, kwargs.get("batch_size"))
+        arrays = x
         x, y = self._prepare_data(x, y)
+        # After `_prepare_data`: a model built from the data has its batch
+        # norm layers only from then on.
+        self._warn_single_example_batches(arrays, kwargs.get("batch_size"))
         validation_data = kwargs.get("validation_data")
         if isinstance(validation_data, (tuple, list)):
             kwargs["validation_data"] = (

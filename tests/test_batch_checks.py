@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_local import zoo
 from tests.conftest import tiny_conv_model
 
 pytestmark = pytest.mark.backend
@@ -237,3 +238,13 @@ def test_batches_of_one_example_under_batch_norm_are_warned_about():
         model.fit(x[:4], y[:4], batch_size=1, epochs=1, verbose=0)
     with pytest.warns(UserWarning, match="the last batch of each epoch has one example"):
         model.fit(x[:9], y[:9], batch_size=8, epochs=1, verbose=0)
+
+
+def test_a_model_built_from_the_data_warns_about_batches_of_one_too(fashion_subset):
+    """A zoo model without `input_shape` has no batch norm layer until its
+    first `fit` builds it from the data."""
+    (x, y), _ = fashion_subset
+    model = zoo.mlp(width=0.0625)
+    assert not model.built
+    with pytest.warns(UserWarning, match="every batch has one example"):
+        model.fit(x[:4], y[:4], batch_size=1, epochs=1, verbose=0)
