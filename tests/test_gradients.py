@@ -145,3 +145,41 @@ def test_one_training_step_equals_one_optimizer_step_on_the_summed_objective(opt
         )
         compared += 1
     assert compared >= len(stepped.trainable_variables) - 3
+
+
+STAGED_RULES = [
+    name for name in rules.names() if rules.get(name).detach_blocks and not rules.get(name).top_down
+]
+
+
+@pytest.mark.parametrize("rule", STAGED_RULES)
+def test_block_staged_steps_equal_the_summed_objectives_steps(rule, fashion_subset):
+    """Three training steps with each group's gradient finished before the
+    next group runs (`block_staged`, the default for rules that detach their
+    blocks without a top-down pass) and with the summed objective
+    differentiated at once: the same weights. On JAX these are two different
+    computations (`JaxSteps._staged_gradients`); TensorFlow and torch always
+    work group by group."""
+    (x, y), _ = fashion_subset
+    x = x[:48, ::4, ::4]  # 7x7 images keep the tiny conv model fast
+    models = []
+    for staged in (True, False):
+        keras.utils.set_random_seed(2)
+        # Without dropout for associated: on TensorFlow (which runs it
+        # without XLA) two identical models with dropout already differ
+        # after three steps, staged or not (a race in graph mode; a
+        # follow-up in the issue notes).
+        dropout = 0.0 if rule == "associated" else 0.2
+        model = tiny_conv_model(rule=rule, dropout=dropout, num_classes=10, input_shape=(7, 7, 1))
+        model.block_staged = staged
+        models.append(model)
+    models[1].set_weights(models[0].get_weights())
+    assert models[0].trains_block_by_block and not models[1].trains_block_by_block
+    for model in models:
+        keras.utils.set_random_seed(3)  # torch's unseeded dropout: its global generator
+        for start in (0, 16, 32):
+            model.train_on_batch(x[start : start + 16], y[start : start + 16])
+    for a, b in zip(models[0].weights, models[1].weights, strict=True):
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-5, atol=1e-5, err_msg=a.path
+        )
