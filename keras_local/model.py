@@ -27,10 +27,10 @@ class LocalModel(BackendSteps, CheckedEntryPoints, keras.Model):
     output layer) with `stop_gradient` on every group's input, so no
     gradient crosses a group boundary, and takes one optimizer step over
     all variables. On TensorFlow each group has its own `GradientTape`; on
-    JAX each group is differentiated in turn inside one jitted step
-    (`trains_block_by_block`; with `block_staged = False` the detached
-    objectives are summed and differentiated at once, which gives every
-    block the same gradient, see `compute_gradients`); on torch each group's
+    JAX the detached objectives are summed and differentiated at once in
+    one jitted step, which gives every block the same gradient (see
+    `compute_gradients`), or, with `block_staged = True`, each group in turn
+    (`trains_block_by_block`); on torch each group's
     loss is backpropagated as soon as the group has run. A rule that does
     not detach (backprop) makes the whole network one group.
 
@@ -131,9 +131,11 @@ class LocalModel(BackendSteps, CheckedEntryPoints, keras.Model):
         # `fit` stops at the first NaN or infinite loss (`DivergenceError`);
         # set to False to train on regardless.
         self.stop_on_divergence = True
-        # Train group by group (`trains_block_by_block`); False: the former
-        # single differentiation of the summed objective (JAX).
-        self.block_staged = True
+        # True: train group by group on JAX too (`trains_block_by_block`).
+        # Off by default: on the CPU, XLA already frees each block's
+        # activations early and the barriers made VGG8B's step 8% slower
+        # (benchmarks/memory.py, docs/how-it-works.md).
+        self.block_staged = False
         self._make_metrics()
         if input_shape is not None:
             self.build((None, *input_shape))
@@ -222,12 +224,13 @@ class LocalModel(BackendSteps, CheckedEntryPoints, keras.Model):
 
     @property
     def trains_block_by_block(self):
-        """Whether a training step completes each group's forward pass,
-        loss and gradient before the next group starts, so that only one
-        group's activations are held at a time: for rules that detach their
-        blocks without a top-down pass, unless `block_staged` is set to
-        `False` (then JAX differentiates the summed objective in one go).
-        The gradients, and so the update, are the same either way."""
+        """Whether JAX's training step completes each group's forward pass,
+        loss and gradient before the next group starts (so that only one
+        group's activations are held at a time) instead of differentiating
+        the summed objective in one go: when `block_staged` is set and the
+        rule detaches its blocks without a top-down pass. (The TensorFlow and
+        torch steps always work group by group for such rules.) The
+        gradients, and so the update, are the same either way."""
         return self.block_staged and self.rule.detach_blocks and not self.rule.top_down
 
     def trained_groups(self):

@@ -155,7 +155,7 @@ STAGED_RULES = [
 @pytest.mark.parametrize("rule", STAGED_RULES)
 def test_block_staged_steps_equal_the_summed_objectives_steps(rule, fashion_subset):
     """Three training steps with each group's gradient finished before the
-    next group runs (`block_staged`, the default for rules that detach their
+    next group runs (`block_staged = True`, for rules that detach their
     blocks without a top-down pass) and with the summed objective
     differentiated at once: the same weights. On JAX these are two different
     computations (`JaxSteps._staged_gradients`); TensorFlow and torch always
