@@ -405,7 +405,9 @@ class _Search:
             self.print_fn(f"WARNING: {message}")
         if stopped is None and best is not None:
             return trials, best, paths
-        detail = failed[-1]["message"] if failed else (stopped or "")
+        # The error itself (its traceback is in the results table): a
+        # diverged trial's message says all there is to say.
+        detail = (failed[-1]["error"] or failed[-1]["message"]) if failed else (stopped or "")
         detail = "\n".join(detail.strip().splitlines()[-15:])
         if stopped is not None:
             reason = (
@@ -416,7 +418,7 @@ class _Search:
             reason = f"all {len(trials)} trial(s) failed" if trials else "no trial ran"
         raise TuningError(
             f"No usable result in {self.project_dir}: {reason}; see {paths[2]}. "
-            f"Last error:\n{detail.strip()}"
+            f"Last error: {detail.strip()}"
         )
 
     def found(self, hypermodel, data, trials, best, paths):
