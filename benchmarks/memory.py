@@ -147,7 +147,8 @@ def write(rows, args):
         f"{args.large} ({args.steps} training steps, width {args.width}, input "
         f"{args.input_shape}), MiB per example; each rule beside backprop on the same "
         "backend and model. 'compiled': JAX's `memory_analysis()` of the jitted step "
-        "(staged: block by block, the default; summed: one differentiation).",
+        "(staged: `block_staged = True`, group by group; summed: the default, one "
+        "differentiation of the summed objective).",
         "",
         "| backend | model | rule | RSS MiB/example | vs backprop | compiled staged | vs backprop"
         " | compiled summed |",
