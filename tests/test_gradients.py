@@ -165,12 +165,11 @@ def test_block_staged_steps_equal_the_summed_objectives_steps(rule, fashion_subs
     models = []
     for staged in (True, False):
         keras.utils.set_random_seed(2)
-        # Without dropout for associated: on TensorFlow (which runs it
-        # without XLA) two identical models with dropout already differ
-        # after three steps, staged or not (a race in graph mode; a
-        # follow-up in the issue notes).
-        dropout = 0.0 if rule == "associated" else 0.2
-        model = tiny_conv_model(rule=rule, dropout=dropout, num_classes=10, input_shape=(7, 7, 1))
+        model = tiny_conv_model(rule=rule, dropout=0.2, num_classes=10, input_shape=(7, 7, 1))
+        # SGD: Adam turns float noise in near-zero gradients (the order in
+        # which TensorFlow's graph mode sums a gradient's parts varies) into
+        # steps of about the learning rate.
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
         model.block_staged = staged
         models.append(model)
     models[1].set_weights(models[0].get_weights())
