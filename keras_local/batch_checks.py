@@ -17,6 +17,8 @@ import types
 import keras
 import numpy as np
 
+from keras_local.epoch_seeding import EpochBatches
+
 
 class BatchChecker:
     """Checks the inputs and labels of one batch against a model.
@@ -119,13 +121,18 @@ class BatchChecker:
 def checked(checker, x, y=None):
     """`(x, y)` with every batch to come checked by `checker`.
 
-    Arrays are checked at once; a `tf.data.Dataset` gets a check in its
-    pipeline; a `PyDataset` or a generator is wrapped so that each batch is
-    checked as it is produced. Other kinds (a torch `DataLoader`, grain)
-    pass unchanged.
+    Arrays are checked at once, also behind `EpochBatches`; a
+    `tf.data.Dataset` gets a check in its pipeline; another `PyDataset` or a
+    generator is wrapped so that each batch is checked as it is produced.
+    Other kinds (a torch `DataLoader`, grain) pass unchanged.
     """
     if y is not None or hasattr(x, "shape"):
         checker.check(x, y)
+        return x, y
+    if isinstance(x, EpochBatches):
+        # Its arrays whole, before the first step: a bad example late in the
+        # data fails before any training, and no batch is checked twice.
+        checker.check(x.x, x.y)
         return x, y
     if _is_tf_dataset(x):
         # The static shape first: a step traced for a wrong one fails (or

@@ -280,9 +280,6 @@ def _fit(network, settings, train_set, test_set, backup_dir, verbose, print_fn):
     epoch_log = _EpochLog(os.path.join(backup_dir, "history.json"))
     if epoch_log.records and verbose:
         print_fn(f"Resuming the interrupted run backed up in {backup_dir}.")
-    # Every array checked before the first step (not when its batch comes).
-    network.check_data(*train_set)
-    network.check_data(*test_set)
     # Batch order, augmentation and dropout drawn from (seed, epoch), so
     # that a run resumed mid-epoch retrains that epoch as it would have gone.
     seed = settings.seed if settings.seed is not None else fresh_seed()

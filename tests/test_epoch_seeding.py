@@ -93,3 +93,18 @@ def test_a_resumed_fit_equals_the_uninterrupted_one(tmp_path, fashion_subset):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # Not equal by accident: the second epoch changed the weights.
     assert not all(np.allclose(a, b) for a, b in zip(first.get_weights(), resumed.get_weights()))
+
+
+def test_the_arrays_behind_the_batches_are_checked_before_the_first_step(fashion_subset):
+    """`fit` checks them whole, as it checks arrays: a NaN in the last
+    example fails before any weight changes."""
+    (x, y), _ = fashion_subset
+    x = x[:64].copy()
+    x[-1, 0, 0, 0] = np.nan
+    model = _model()
+    before = model.get_weights()
+    batches = EpochBatches(x, y[:64], 32, seed=1)
+    with pytest.raises(ValueError, match="the first at example 63"):
+        model.fit(batches, epochs=1, steps_per_epoch=batches.batches_per_epoch, verbose=0)
+    for got, want in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(got, want)
