@@ -43,7 +43,8 @@ import sys
 import tempfile
 import time
 
-from machine import machine  # benchmarks/machine.py, beside this script
+from jax_step import train_state  # benchmarks/jax_step.py, beside this script
+from machine import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -87,15 +88,11 @@ def measure(model_name, rule, precision, *, width, batch_size, steps, warmup, in
     try:
         input_shape = tuple(input_shape)
         model = keras_local.zoo.get(model_name)(rule=rule, width=width, input_shape=input_shape)
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
         rng = np.random.default_rng(0)
         x = jax.device_put(rng.normal(size=(batch_size, *input_shape)).astype("float32"))
         y = jax.device_put(rng.integers(0, 10, size=batch_size).astype("int32"))
         data = (x, y, None)
-        groups = (model.trainable_variables, model.non_trainable_variables,
-                  model.optimizer.variables, model.metrics_variables)  # fmt: skip
-        state = tuple([v.value for v in group] for group in groups)  # as Keras' fit passes it
+        state = train_state(model)
         device = jax.devices()[0]
         donate = () if device.platform == "cpu" else (0,)  # as Keras' fit, where it helps
         start = time.perf_counter()

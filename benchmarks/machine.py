@@ -6,6 +6,13 @@ import os
 import platform
 
 
+def describe(info):
+    """`machine()`'s record as one line for a results file."""
+    return f"{info['date']}; {info['cpu']} ({info['cpu_count']} cores); " + ", ".join(
+        f"{name} {info[name]}" for name in ("keras", "tensorflow", "jax") if name in info
+    )
+
+
 def machine():
     """Backend, library versions, CPU, device and the UTC date."""
     import keras

@@ -26,7 +26,9 @@ import subprocess
 import sys
 import time
 
-from machine import machine  # benchmarks/machine.py, beside this script
+from jax_step import train_state  # benchmarks/jax_step.py, beside this script
+from machine import describe
+from machine import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -62,14 +64,7 @@ def measure(model_name, rule, batch_size, width, steps, input_shape):
 def compiled_temp(model, x, y):
     import jax
 
-    model.optimizer.build(model.trainable_variables)
-    state = (
-        [v.value for v in model.trainable_variables],
-        [v.value for v in model.non_trainable_variables],
-        [v.value for v in model.optimizer.variables],
-        [v.value for v in model.metrics_variables],
-    )
-    compiled = jax.jit(model.train_step).lower(state, (x, y)).compile()
+    compiled = jax.jit(model.train_step).lower(train_state(model), (x, y)).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 
 
@@ -129,21 +124,18 @@ def _ratio(row, backprop, key):
     return f"{row[key] / backprop[key]:.2f}x"
 
 
-def _describe(info):
-    return f"{info['cpu']} CPU, {info['cpu_count']} cores, Keras {info['keras']}, {info['date']}"
-
-
 def write(rows, args):
     date = time.strftime("%Y-%m-%d")
     stem = os.path.join(args.output_dir, f"memory-cpu-{date}")
     command = "python benchmarks/memory.py " + " ".join(sys.argv[1:])
+    info = machine()
     with open(stem + ".json", "w") as f:
-        json.dump({"command": command, "machine": machine(), "date": date,
+        json.dump({"command": command, "machine": info, "date": date,
                    "settings": vars(args), "rows": rows}, f, indent=1)  # fmt: skip
     lines = [
         f"# Activation memory per example, {date}",
         "",
-        f"`{command}` on {_describe(machine())}. Slope of peak memory between batch {args.small} and "
+        f"`{command}`; {describe(info)}. Slope of peak memory between batch {args.small} and "
         f"{args.large} ({args.steps} training steps, width {args.width}, input "
         f"{args.input_shape}), MiB per example; each rule beside backprop on the same "
         "backend and model. 'compiled': JAX's `memory_analysis()` of the jitted step "

@@ -26,7 +26,8 @@ import subprocess
 import sys
 import time
 
-from machine import machine  # benchmarks/machine.py, beside this script
+from machine import describe  # benchmarks/machine.py, beside this script
+from machine import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -147,9 +148,7 @@ def markdown(info, step_rows, epoch_rows):
     lines = [
         f"# Step time and memory: {info['backend']} on {info['device']}",
         "",
-        f"{info['date']}; {info['cpu']} ({info['cpu_count']} cores); "
-        + ", ".join(f"{k} {info[k]}" for k in ("keras", "tensorflow", "jax") if k in info)
-        + ". Produced by `python benchmarks/step_time.py`.",
+        describe(info) + ". Produced by `python benchmarks/step_time.py`.",
         "",
     ]
     memory = "peak device MiB" if any("peak_device_mib" in r for r in step_rows) else "peak RSS MiB"
