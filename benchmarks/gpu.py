@@ -298,6 +298,8 @@ def markdown(record):
 def contention_lines(seen):
     lines = []
     for when, label in (("before", "before"), ("after", "after (with this benchmark's own load)")):
+        if when not in seen:  # a record saved before the run ended
+            continue
         gpu = seen[when].get("gpu_processes")
         gpu = "" if gpu is None else "; other GPU processes: " + ("; ".join(gpu) or "none")
         load = ", ".join(map(str, seen[when]["load_average"]))
@@ -364,30 +366,36 @@ def main(argv=None):
         print("NOTE: running on the CPU, not a GPU: times are CPU times and MFU is n/a.", flush=True)
     common = {"width": args.width, "batch_size": args.batch_size, "steps": args.steps,
               "warmup": args.warmup, "input_shape": args.input_shape}  # fmt: skip
+    command = shlex.join(["python", "benchmarks/gpu.py", *(sys.argv[1:] if argv is None else argv)])
+    settings = {k: v for k, v in vars(args).items() if k != "child"}
     rows = []
+    record = {"command": command, "machine": info, "settings": settings,
+              "contention": seen, "steps": rows, "search": None}  # fmt: skip
+    device = info["device"].replace(" ", "-").lower()
+    stem = os.path.join(args.output_dir, f"gpu-{device}-{info['date'][:10]}")
     print("\n".join(table([])), flush=True)
     for model, rule, precision in itertools.product(args.models, args.rules, args.precisions):
         job = {"kind": "measure", "model_name": model, "rule": rule, "precision": precision}
         rows.append({"model": model, "rule": rule, "precision": precision,
                      **run_isolated({**job, **common}, args.timeout)})  # fmt: skip
         print(table(rows[-1:])[-1], flush=True)
+        save(record, stem)  # after every row: a run cut off by the device's time limit keeps its rows
     job = {"kind": "search", "model_name": args.models[0], "width": args.width,
            "trials": args.search_trials, "examples": args.search_examples}  # fmt: skip
-    found = None if args.no_search else run_isolated(job, args.timeout)
+    record["search"] = None if args.no_search else run_isolated(job, args.timeout)
     seen["after"] = contention()
-    command = shlex.join(["python", "benchmarks/gpu.py", *(sys.argv[1:] if argv is None else argv)])
-    settings = {k: v for k, v in vars(args).items() if k != "child"}
-    record = {"command": command, "machine": info, "settings": settings,
-              "contention": seen, "steps": rows, "search": found}  # fmt: skip
+    print("\n" + save(record, stem))
+    print(f"wrote {stem}.md and .json")
+
+
+def save(record, stem):
+    """Writes `record` to `stem`.json and its table to `stem`.md; returns the table."""
     text = markdown(record)
-    print("\n" + text)
-    os.makedirs(args.output_dir, exist_ok=True)
-    device = info["device"].replace(" ", "-").lower()
-    stem = os.path.join(args.output_dir, f"gpu-{device}-{info['date'][:10]}")
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
     for ending, content in ((".json", json.dumps(record, indent=2)), (".md", text)):
         with open(stem + ending, "w") as f:
             f.write(content)
-    print(f"wrote {stem}.md and .json")
+    return text
 
 
 if __name__ == "__main__":

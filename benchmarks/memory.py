@@ -15,8 +15,10 @@ Peak RSS: every (backend, model, rule, batch size) builds its model and runs
 fresh process, so its peak is its own. On JAX also the compiled step's own
 figure: the temporary buffers of `jax.jit(model.train_step)` as XLA's
 `memory_analysis()` reports them (no allocator, no runtime), with the model
-trained block by block (`block_staged`, the default) and with the summed
-objective differentiated at once.
+trained block by block (`block_staged = True`) and with the summed objective
+differentiated at once (the default). On a GPU only that compiled figure
+means anything (JAX reserves most of the device's memory up front, and the
+host's RSS is not the device's): run it there with `--steps 0`.
 """
 
 import argparse
@@ -89,7 +91,7 @@ def main():
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--small", type=int, default=32)
     parser.add_argument("--large", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="training steps before the peak RSS is read")
     parser.add_argument("--input-shape", default="28,28,1")
     parser.add_argument("--output-dir", default=RESULTS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -126,9 +128,10 @@ def _ratio(row, backprop, key):
 
 def write(rows, args):
     date = time.strftime("%Y-%m-%d")
-    stem = os.path.join(args.output_dir, f"memory-cpu-{date}")
     command = "python benchmarks/memory.py " + " ".join(sys.argv[1:])
-    info = machine()
+    info = machine()  # after the children: on a GPU, JAX here would take the device's memory
+    device = info["device"].replace(" ", "-").lower()  # "cpu", or e.g. "nvidia-h200"
+    stem = os.path.join(args.output_dir, f"memory-{device}-{date}")
     with open(stem + ".json", "w") as f:
         json.dump({"command": command, "machine": info, "date": date,
                    "settings": vars(args), "rows": rows}, f, indent=1)  # fmt: skip
