@@ -48,9 +48,10 @@ _choose_backend()
 
 from keras_local import data  # noqa: E402 - after the backend is chosen
 from keras_local import layers  # noqa: E402
+from keras_local import optimizers  # noqa: E402
 from keras_local import rules  # noqa: E402
 from keras_local import schedules  # noqa: E402
 from keras_local import zoo  # noqa: E402
 from keras_local.model import LocalModel  # noqa: E402
 
-__all__ = ["LocalModel", "data", "layers", "rules", "schedules", "zoo", "__version__"]
+__all__ = ["LocalModel", "data", "layers", "optimizers", "rules", "schedules", "zoo", "__version__"]

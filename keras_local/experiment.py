@@ -116,7 +116,8 @@ def train(
 ):
     """Trains a zoo model with a rule on a data set the way the paper did.
 
-    Builds `zoo.get(model)` for the data set, trains it with Adam, the
+    Builds `zoo.get(model)` for the data set, trains it with the settings'
+    optimizer (Keras' Adam unless `optimizer` says otherwise), the
     paper's step decay of the learning rate (x0.25 at each milestone) and the
     paper's training augmentation of the data set, evaluates on the test set
     after every epoch (the paper reports the last epoch's test error), and
@@ -210,10 +211,12 @@ def finished_run(output, settings):
             "unknown. Choose another output path (--output), or delete it to train."
         )
     current = json.loads(strict_json(settings.to_dict()))
-    if summary.get("parameters") != current:
+    # A summary written before a setting existed had that setting's default.
+    previous = {**RunSettings().to_dict(), **(summary.get("parameters") or {})}
+    if previous != current:
         raise SettingsError(
             f"{output} holds a finished model trained with other settings "
-            f"({describe_changes(summary.get('parameters') or {}, current)}). Choose "
+            f"({describe_changes(previous, current)}). Choose "
             "another output path (--output), or delete it to train again."
         )
     fields = {field.name for field in dataclasses.fields(ExperimentResult)}
@@ -257,6 +260,11 @@ def build_network(settings):
         width=settings.width,
         dropout=settings.dropout,
         learning_rate=settings.learning_rate,
+        optimizer=settings.optimizer,
+        weight_decay=settings.weight_decay,
+        momentum=settings.momentum,
+        nesterov=settings.nesterov,
+        pytorch_batch_norm=settings.pytorch_batch_norm,
         augmentation=augmentation,
         **({} if settings.activation is None else {"activation": settings.activation}),
     )
@@ -357,10 +365,20 @@ def _say_plan(say, settings, network, train_set, test_set):
     )
     say(
         f"{epochs} epoch{'s' if epochs != 1 else ''}, batch size {settings.batch_size}, "
+        f"{_describe_optimizer(settings)}, "
         f"learning rate {settings.learning_rate:g} x0.25 after epochs "
         f"{', '.join(map(str, settings.milestones))}; augmentation: "
         f"{_describe_augmentation(settings.dataset, settings.augment, settings.cutout)}."
     )
+
+
+def _describe_optimizer(settings):
+    """`optimizer pytorch-sgd (momentum 0.9, Nesterov, weight decay 0.0005)`."""
+    details = [f"momentum {settings.momentum:g}"] if settings.momentum else []
+    details += ["Nesterov"] if settings.nesterov else []
+    details += [f"weight decay {settings.weight_decay:g}"] if settings.weight_decay else []
+    details += ["PyTorch's batch-norm variance"] if settings.pytorch_batch_norm else []
+    return f"optimizer {settings.optimizer}" + (f" ({', '.join(details)})" if details else "")
 
 
 def _say_result(say, result):
@@ -432,6 +450,7 @@ def _claim_backup(backup_dir, settings):
         record=record,
         holds="the backup of an interrupted run",
         start_over="choose another output path, or delete that directory to start over",
+        defaults=RunSettings().to_dict(),
     )
 
 

@@ -155,7 +155,7 @@ def temporary_name(path):
     return os.path.join(directory, f".{stem}.partial-{os.getpid()}{extension}")
 
 
-def claim(directory, settings, *, record, holds, start_over):
+def claim(directory, settings, *, record, holds, start_over, defaults=None):
     """Claims `directory` for a run with `settings` (a JSON-serialisable dict).
 
     The first claim creates the directory and writes `settings` to the file
@@ -170,6 +170,8 @@ def claim(directory, settings, *, record, holds, start_over):
         holds: what the directory holds, for the message ("the backup of an
             interrupted run").
         start_over: how to start over instead, for the message.
+        defaults: values of settings that a record written before they
+            existed lacks (they had these values then).
 
     Returns:
         Whether `directory` already held a run with these settings.
@@ -185,6 +187,7 @@ def claim(directory, settings, *, record, holds, start_over):
                 f"{path} cannot be read ({e}): {directory} is damaged. Delete it to "
                 "start over."
             ) from None
+        previous = {**(defaults or {}), **previous}
         if previous != current:
             raise SettingsError(
                 f"{directory} holds {holds} with other settings "

@@ -54,7 +54,16 @@ class RunSettings:
         epochs: epochs to train.
         batch_size: examples per step (also used to evaluate, since the
             similarity losses depend on the batch).
-        learning_rate: Adam's initial learning rate.
+        learning_rate: the optimizer's initial learning rate.
+        optimizer: `"adam"` (Keras' Adam, epsilon 1e-8), `"pytorch-adam"`
+            or `"pytorch-sgd"` (`keras_local.optimizers`: PyTorch's updates,
+            as the papers' code applies them).
+        weight_decay: L2 weight decay added to the gradient (PyTorch's
+            coupled form; the `pytorch-*` optimizers only).
+        momentum: momentum of `pytorch-sgd`.
+        nesterov: Nesterov momentum for `pytorch-sgd`.
+        pytorch_batch_norm: batch norm updates its running variance with the
+            unbiased batch variance, as PyTorch does (Keras: the biased one).
         milestones: epochs after which the learning rate is multiplied by
             0.25; `None` for the paper's 50%, 75%, 89% and 94% of `epochs`.
         width: multiplies the width of the model (conv filters, MLP units).
@@ -77,6 +86,22 @@ class RunSettings:
     epochs: int = _setting(1, "epochs to train")
     batch_size: int = _setting(128, "examples per step")
     learning_rate: float = _setting(5e-4, "initial learning rate")
+    optimizer: str = _setting(
+        "adam",
+        "adam: Keras' Adam (epsilon 1e-8); pytorch-adam: PyTorch's Adam update "
+        "(epsilon added to the bias-corrected sqrt(v), as in the papers' code); "
+        "pytorch-sgd: PyTorch's SGD, with --momentum and --nesterov",
+    )
+    weight_decay: float = _setting(
+        0.0, "L2 weight decay added to the gradient, as PyTorch's optimizers do (pytorch-* only)"
+    )
+    momentum: float = _setting(0.0, "momentum of pytorch-sgd")
+    nesterov: bool = _setting(False, "Nesterov momentum (pytorch-sgd with --momentum)")
+    pytorch_batch_norm: bool = _setting(
+        False,
+        "update batch norm's running variance with the unbiased batch variance, "
+        "as PyTorch does (Keras uses the biased one)",
+    )
     milestones: list | None = _setting(
         None,
         "epochs after which the learning rate is multiplied by 0.25 (default: "
@@ -151,6 +176,7 @@ class RunSettings:
         check_positive_int("test_examples", self.test_examples, optional=True)
         check_positive_int("seed", self.seed, optional=True, allow_zero=True)
         check_positive_number("learning_rate", self.learning_rate)
+        self._check_optimizer()
         check_positive_number("width", self.width)
         if isinstance(self.dropout, bool) or not (
             isinstance(self.dropout, numbers.Real) and 0 <= self.dropout < 1
@@ -168,6 +194,34 @@ class RunSettings:
         if self.milestones is not None:
             self.milestones = _checked_milestones(self.milestones)
         return self
+
+    def _check_optimizer(self):
+        from keras_local.optimizers import OPTIMIZERS
+
+        if self.optimizer not in OPTIMIZERS:
+            raise SettingsError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}."
+            )
+        for name in ("weight_decay", "momentum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (
+                isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0
+            ):
+                raise SettingsError(f"{name} must be a number >= 0, got {value!r}.")
+        for name in ("nesterov", "pytorch_batch_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingsError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+        if self.weight_decay and not self.optimizer.startswith("pytorch-"):
+            raise SettingsError(
+                "weight_decay is PyTorch's (added to the gradient); use it with "
+                "optimizer pytorch-adam or pytorch-sgd."
+            )
+        if (self.momentum or self.nesterov) and self.optimizer != "pytorch-sgd":
+            raise SettingsError("momentum and nesterov are settings of optimizer pytorch-sgd.")
+        if self.momentum >= 1 or (self.nesterov and not self.momentum):
+            raise SettingsError(
+                f"momentum must be in [0, 1) and above 0 for nesterov, got {self.momentum!r}."
+            )
 
     def resolved_milestones(self):
         """The milestones the run uses: the given ones or the paper's."""
@@ -222,8 +276,7 @@ class RunSettings:
                 if not value:
                     yield "no-augment"
             elif value != getattr(defaults, name):
-                is_flag = name == "cutout" and value is True
-                yield "cutout" if is_flag else f"{name}={_short(value)}"
+                yield name if value is True else f"{name}={_short(value)}"
 
     def command_line(self):
         """The `keras-local train` command for these settings (options at
@@ -242,7 +295,7 @@ class RunSettings:
                 words.append(flag)
             elif field.name == "milestones":
                 words += [flag, *map(str, value)]
-            elif value is True:  # cutout at the paper's length
+            elif value is True:  # a switch, or cutout at the paper's length
                 words.append(flag)
             else:
                 words += [flag, _short(value)]
@@ -256,9 +309,15 @@ class RunSettings:
         from keras_local import data
         from keras_local import rules
         from keras_local import zoo
+        from keras_local.optimizers import OPTIMIZERS
 
         defaults = cls()
-        choices = {"model": zoo.names(), "rule": rules.names(), "dataset": data.DATASETS}
+        choices = {
+            "model": zoo.names(),
+            "rule": rules.names(),
+            "dataset": data.DATASETS,
+            "optimizer": OPTIMIZERS,
+        }
         for field in dataclasses.fields(cls):
             name, meta = field.name, field.metadata
             flag = meta["flag"] or "--" + name.replace("_", "-")
@@ -270,6 +329,8 @@ class RunSettings:
                 )
             elif name == "augment":
                 parser.add_argument(flag, dest=name, action="store_false", help=meta["help"])
+            elif default is False:
+                parser.add_argument(flag, dest=name, action="store_true", help=meta["help"])
             elif name == "cutout":
                 parser.add_argument(
                     flag, type=int, nargs="?", const=True, metavar=meta["metavar"],
@@ -392,6 +453,8 @@ _TYPES = {
     "epochs": int,
     "batch_size": int,
     "learning_rate": float,
+    "weight_decay": float,
+    "momentum": float,
     "width": number,
     "dropout": float,
     "train_examples": int,

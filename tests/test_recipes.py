@@ -39,6 +39,9 @@ def test_fashion_mnist_recipes_have_the_papers_settings(model, rule):
     assert recipe.milestones == [100, 150, 175, 188]
     assert recipe.batch_size == 128
     assert recipe.learning_rate == 5e-4
+    # The authors' torch.optim.Adam and nn.BatchNorm updates.
+    assert recipe.optimizer == "pytorch-adam" and recipe.pytorch_batch_norm is True
+    assert recipe.weight_decay == 0 and recipe.momentum == 0
     assert recipe.dropout == (0.025 if model == "mlp" else 0.1)
     # Rule parameters are rule options.
     assert recipe.rule_options.get("beta") == (0.99 if rule == "predsim" else None)
@@ -90,7 +93,8 @@ def test_zoo_holds_table_2_and_the_rules_beside_it():
 def test_recipes_beside_table_2_share_its_settings(model, name):
     recipe = Recipe.from_file(ZOO / f"fashion_mnist-{model}-{name}.toml")
     backprop = Recipe.from_file(ZOO / f"fashion_mnist-{model}-backprop.toml")
-    for key in ("epochs", "milestones", "batch_size", "learning_rate", "dropout", "augment"):
+    keys = ("epochs", "milestones", "batch_size", "learning_rate", "dropout", "augment")
+    for key in (*keys, "optimizer", "pytorch_batch_norm"):
         assert getattr(recipe, key) == getattr(backprop, key), key
     assert recipe.paper_test_error is None
     # The rule and its options build.

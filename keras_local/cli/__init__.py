@@ -2,6 +2,7 @@
 
     keras-local train --model vgg8b --rule predsim --dataset fashion_mnist --epochs 200
     keras-local run zoo/fashion_mnist-mlp-predsim.toml --epochs 2 --train-examples 2000
+    keras-local reproduce nokland-table2
     keras-local list
 
 Each sub-command is a module of this package with `add_parser(commands)` and
@@ -17,6 +18,7 @@ from keras_local.cli import analyze
 from keras_local.cli import early_exit
 from keras_local.cli import export
 from keras_local.cli import listing
+from keras_local.cli import reproduce
 from keras_local.cli import run
 from keras_local.cli import train
 from keras_local.cli import tune
@@ -27,7 +29,7 @@ from keras_local.cli.common import usage_errors
 __all__ = ["PROG", "UsageError", "build_parser", "main", "usage_errors"]
 
 #: The sub-commands, in the order `keras-local --help` lists them.
-COMMANDS = (train, run, analyze, tune, export, early_exit, listing)
+COMMANDS = (train, run, reproduce, analyze, tune, export, early_exit, listing)
 
 
 def build_parser():

@@ -16,6 +16,7 @@ from keras_local.layers.random_jitter import RandomJitter
 from keras_local.layers.residual_block import ResidualBlock
 from keras_local.layers.scaled_dense import ScaledDense
 from keras_local.layers.similarity_head import SimilarityHead
+from keras_local.layers.torch_batch_normalization import TorchBatchNormalization
 
 __all__ = [
     "Block",
@@ -33,5 +34,6 @@ __all__ = [
     "ResidualBlock",
     "ScaledDense",
     "SimilarityHead",
+    "TorchBatchNormalization",
     "decoder_pooling",
 ]

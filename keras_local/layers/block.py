@@ -8,6 +8,7 @@ from keras_local.layers.activations import get_activation
 from keras_local.layers.feedback_alignment_conv2d import FeedbackAlignmentConv2D
 from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
 from keras_local.layers.perturbative_conv2d import PerturbativeConv2D
+from keras_local.layers.torch_batch_normalization import TorchBatchNormalization
 
 
 class BlockOutput(typing.NamedTuple):
@@ -68,13 +69,17 @@ class Block(keras.layers.Layer):
 
     Subclasses make the weighted layer (`_make_kernel`) and the dropout
     layer, and declare their `width` and `feature_map`. BatchNorm uses
-    PyTorch's settings (momentum 0.1 there, 0.9 here; epsilon 1e-5), as the
-    reference code.
+    PyTorch's momentum and epsilon (momentum 0.1 there, 0.9 here; epsilon
+    1e-5), as the reference code; `batch_norm="pytorch"` also updates the
+    running variance as PyTorch does (`TorchBatchNormalization`).
 
     Args:
         activation: `"relu"`, `"leaky_relu"` (slope 0.01) or a Keras name.
         dropout: rate of the dropout after the activation.
-        batch_norm: whether to normalise before the activation.
+        batch_norm: whether to normalise before the activation: `False`,
+            `True` (Keras' `BatchNormalization`, whose running variance
+            takes the biased batch variance) or `"pytorch"`
+            (`TorchBatchNormalization`: the unbiased one, as PyTorch).
         feedback: `None`, the true gradient, or `"random"`: the gradient
             through a fixed random matrix of the kernel's shape (see
             `request_feedback`).
@@ -136,6 +141,8 @@ class Block(keras.layers.Layer):
         self.features_from = features_from
         self.activation = activation
         self.dropout = dropout
+        if batch_norm not in (True, False, "pytorch"):
+            raise ValueError(f"batch_norm must be True, False or 'pytorch', got {batch_norm!r}.")
         self.batch_norm = batch_norm
         self._activation_fn = get_activation(activation)
 
@@ -240,6 +247,15 @@ class Block(keras.layers.Layer):
             return FeedbackAlignmentConv2D(filters, kernel_size, **kwargs)
         return keras.layers.Conv2D(filters, kernel_size, **kwargs)
 
+    def _make_norm(self, name, shape):
+        """A built batch norm of PyTorch's momentum and epsilon; with
+        `batch_norm="pytorch"` also its running-variance update."""
+        pytorch = self.batch_norm == "pytorch"
+        norm_class = TorchBatchNormalization if pytorch else keras.layers.BatchNormalization
+        norm = norm_class(momentum=0.9, epsilon=1e-5, name=name)
+        norm.build(shape)
+        return norm
+
     def _make_dropout(self):
         raise NotImplementedError
 
@@ -251,10 +267,7 @@ class Block(keras.layers.Layer):
         self.kernel_layer.build(input_shape)
         shape = self.kernel_layer.compute_output_shape(input_shape)
         if self.batch_norm:
-            self.norm = keras.layers.BatchNormalization(
-                momentum=0.9, epsilon=1e-5, name="batch_norm"
-            )
-            self.norm.build(shape)
+            self.norm = self._make_norm("batch_norm", shape)
         self.dropout_layer = self._make_dropout() if self.dropout > 0 else None
 
     def call(self, inputs, training=None):

@@ -137,11 +137,6 @@ class ResidualBlock(Block):
             return FeedbackAlignmentConv2D(self.filters, 1, **kwargs)
         return keras.layers.Conv2D(self.filters, 1, **kwargs)
 
-    def _norm(self, name, shape):
-        norm = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
-        norm.build(shape)
-        return norm
-
     @property
     def _pads_explicitly(self):
         """Strided standard convolutions pad symmetrically (PyTorch's)."""
@@ -177,14 +172,14 @@ class ResidualBlock(Block):
         self.conv2 = self._residual_conv(shape, 1, "conv2")
         self.conv2.build(shape)
         if self.batch_norm:
-            self.norm1 = self._norm("batch_norm1", shape)
-            self.norm2 = self._norm("batch_norm2", shape)
+            self.norm1 = self._make_norm("batch_norm1", shape)
+            self.norm2 = self._make_norm("batch_norm2", shape)
         self.shortcut_conv = None
         if self._changes_shape and self.shortcut == "projection":
             self.shortcut_conv = self._projection(input_shape)
             self.shortcut_conv.build(input_shape)
             if self.batch_norm:
-                self.shortcut_norm = self._norm("shortcut_batch_norm", shape)
+                self.shortcut_norm = self._make_norm("shortcut_batch_norm", shape)
         self.dropout_layer = self._make_dropout() if self.dropout > 0 else None
 
     def _make_dropout(self):

@@ -3,7 +3,8 @@
 Every builder takes its own arguments (`layers`, `units`, ...) and the
 options of every builder (`BuildOptions`: `rule`, `rule_options`,
 `num_classes`, `input_shape`, `width`, ...), and returns a compiled
-`LocalModel` (Adam with epsilon 1e-8, the reference code's optimizer, and
+`LocalModel` (Keras' Adam with the reference code's epsilon, 1e-8, or the
+`optimizer` option's, e.g. `"pytorch-adam"`, PyTorch's exact update; and
 XLA). Rule parameters travel as `rule_options` or inside the rule; a
 builder's architecture defaults of rule parameters (e.g. `al_mlp`'s
 1024-unit associated-learning code) fill in what the user did not set

@@ -124,7 +124,7 @@ def al_cnn(*, code_units=256, batch_norm=False, downsample="stride", conv="stand
                 pool_size=2 if reduces and downsample == "pool" else None,
                 activation=options.activation,
                 dropout=options.dropout,
-                batch_norm=batch_norm,
+                batch_norm=options.batch_norm(batch_norm),
                 conv=conv,
                 name=f"block{i}",
             )
@@ -134,7 +134,7 @@ def al_cnn(*, code_units=256, batch_norm=False, downsample="stride", conv="stand
         counterpart = dense_stack(
             _associated_counterpart(len(groups), code_units),
             options,
-            batch_norm=batch_norm,
+            batch_norm=options.batch_norm(batch_norm),
             first=len(blocks) + 1,
         )
         blocks += counterpart

@@ -91,7 +91,7 @@ def mostafa_cnn5(
             pool_size=3,
             pool_strides=2,
             pool_padding="same",
-            batch_norm=batch_norm,
+            batch_norm=options.batch_norm(batch_norm),
             conv=conv,
             name=f"block{i}",
         )

@@ -4,6 +4,7 @@ import dataclasses
 
 import keras
 
+from keras_local import optimizers
 from keras_local.model import LocalModel
 
 
@@ -28,7 +29,15 @@ class BuildOptions:
         width: multiplies the architecture's widths (conv channels, or the
             units of an MLP).
         dropout: dropout rate of the hidden blocks.
-        learning_rate: Adam's learning rate.
+        learning_rate: the optimizer's learning rate.
+        optimizer: `"adam"` (Keras' Adam with epsilon 1e-8),
+            `"pytorch-adam"` or `"pytorch-sgd"` (`keras_local.optimizers`).
+        weight_decay: PyTorch's L2 weight decay (`pytorch-*` optimizers).
+        momentum: momentum of `pytorch-sgd`.
+        nesterov: Nesterov momentum for `pytorch-sgd`.
+        pytorch_batch_norm: the blocks' batch norm updates its running
+            variance with the unbiased batch variance, as PyTorch does
+            (`TorchBatchNormalization`); Keras' uses the biased one.
         activation: the hidden activation; `None`: the builder's (most take
             the rule's default: ReLU for backprop and pred, leaky ReLU 0.01
             for sim and predsim).
@@ -50,16 +59,27 @@ class BuildOptions:
     width: float = 1
     dropout: float = 0.0
     learning_rate: float = 5e-4
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    nesterov: bool = False
+    pytorch_batch_norm: bool = False
     activation: str | None = None
     augmentation: keras.layers.Layer | None = None
     name: str | None = None
+
+    def batch_norm(self, batch_norm):
+        """A block's `batch_norm` argument under these options: `"pytorch"`
+        for a normalising block when `pytorch_batch_norm` is set."""
+        return "pytorch" if batch_norm and self.pytorch_batch_norm else batch_norm
 
 
 def build_model(blocks, options, groups=None):
     """A compiled `LocalModel` of `blocks` with the resolved `options`.
 
-    Adam with epsilon 1e-8 (the reference code's optimizer) and XLA, so that
-    a builder's model trains as returned.
+    The options' optimizer (by default Keras' Adam with the reference
+    code's epsilon, 1e-8) and XLA, so that a builder's model trains as
+    returned.
 
     Args:
         blocks: the hidden blocks, in order.
@@ -87,7 +107,13 @@ def build_model(blocks, options, groups=None):
     # XLA on every backend: on TensorFlow's CPU path Keras' "auto" leaves it
     # off, and it halves the local-loss step time there.
     model.compile(
-        optimizer=keras.optimizers.Adam(options.learning_rate, epsilon=1e-8),
+        optimizer=optimizers.make(
+            options.optimizer,
+            options.learning_rate,
+            weight_decay=options.weight_decay,
+            momentum=options.momentum,
+            nesterov=options.nesterov,
+        ),
         jit_compile=True,
     )
     return model

@@ -69,6 +69,7 @@ def _residual_network(stages, filters, shortcut, conv, options):
             kernel_size=3,
             activation=options.activation,
             dropout=options.dropout,
+            batch_norm=options.batch_norm(True),
             name="block1",
         )
     ]
@@ -82,6 +83,7 @@ def _residual_network(stages, filters, shortcut, conv, options):
                     strides=2 if stage > 0 and index == 0 else 1,
                     activation=options.activation,
                     dropout=options.dropout,
+                    batch_norm=options.batch_norm(True),
                     shortcut=shortcut,
                     output_pooling="global_average" if number == total else None,
                     conv=conv,

@@ -51,7 +51,7 @@ def conv_stack(config, options, *, stem, batch_norm=True, conv="standard"):
             activation=options.activation,
             dropout=options.dropout,
             pool_size=pool,
-            batch_norm=batch_norm,
+            batch_norm=options.batch_norm(batch_norm),
             large_input_stem=stem and i == 1,
             conv=conv,
             name=f"block{i}",
@@ -81,7 +81,7 @@ def dense_stack(widths, options, *, batch_norm=True, first=1):
             units,
             activation=options.activation,
             dropout=options.dropout,
-            batch_norm=batch_norm,
+            batch_norm=options.batch_norm(batch_norm),
             name=f"block{i}",
         )
         for i, units in enumerate(widths, start=first)
