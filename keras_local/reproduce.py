@@ -188,6 +188,12 @@ class ResultRecord:
         return int(match.group(1)) if match else None
 
     @property
+    def superseded(self):
+        """Marked by hand as a run of settings the recipe no longer has
+        (`superseded` in its note): kept in the file, left out of summaries."""
+        return bool(re.search(r"\bsuperseded\b", self.note))
+
+    @property
     def full_length(self):
         """The recipe's epochs on all training and test examples: a run that
         can be compared with the paper."""
@@ -337,7 +343,7 @@ def summarize(recipe, records, short=None):
     `short` (a `ShortConfig`), the short runs shown are those of that
     configuration; otherwise those of the latest short row's epochs, training
     and test examples."""
-    mine = list(dict.fromkeys(r for r in records if r.recipe == recipe.name))
+    mine = list(dict.fromkeys(r for r in records if r.recipe == recipe.name and not r.superseded))
     full = [r for r in mine if r.full_length and r.recipe_epochs == recipe.epochs]
     others = [r for r in mine if r not in full]
     if short not in (None, ShortConfig()):
@@ -539,7 +545,7 @@ def plan_runs(chosen, seeds, results=DEFAULT_RESULTS, output_dir=None, short=Non
 
 
 def _recorded(recipe, seed, settings, output, records):
-    mine = [r for r in records if r.recipe == recipe.name]
+    mine = [r for r in records if r.recipe == recipe.name and not r.superseded]
     subset = settings.train_examples is not None or settings.test_examples is not None
     if settings.epochs == recipe.epochs and not subset:
         return any(

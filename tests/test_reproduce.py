@@ -61,12 +61,13 @@ def _row(recipe, error, epochs="200/200", train=60000, note="", date="2026-12-01
 
 def _results(tmp_path):
     """A results file: the MLP predsim run full length with seeds 1-3 (one
-    row recorded twice), after short runs; a short-only MLP pred row; a
+    row recorded twice, one superseded), after short runs; a short-only MLP pred row; a
     full-epoch run evaluated on a test subset (not full length)."""
     path = tmp_path / "results.md"
     rows = [
         _row("fashion_mnist-mlp-predsim", 20.0, "1/200", 512, "short CPU run; seed 1"),
         _row("fashion_mnist-mlp-predsim", 14.49, "3/200", note="short CPU run; seed 1"),
+        _row("fashion_mnist-mlp-predsim", 90.0, note="seed 1; superseded: the recipe's old optimizer"),
         _row("fashion_mnist-mlp-predsim", 8.50, note="seed 1", date="2026-12-01T01:00:00"),
         _row("fashion_mnist-mlp-predsim", 8.70, note="seed 2", date="2026-12-01T02:00:00"),
         _row("fashion_mnist-mlp-predsim", 8.70, note="seed 2", date="2026-12-01T02:00:00"),
@@ -85,12 +86,13 @@ def _results(tmp_path):
 
 def test_results_are_read_back_and_summarised(tmp_path):
     records = reproduce.read_results(_results(tmp_path))
-    assert len(records) == 8
+    assert len(records) == 9
     assert records[0].epochs == 1 and records[0].recipe_epochs == 200
     assert records[0].train_examples == 512 and records[0].seed == 1
-    assert not records[0].full_length and records[2].full_length
-    assert records[7].test_examples == 500 and not records[7].full_length
-    assert records[6].paper_test_error == 8.60
+    assert not records[0].full_length and records[3].full_length
+    assert records[2].superseded and not records[3].superseded  # left out below
+    assert records[8].test_examples == 500 and not records[8].full_length
+    assert records[7].paper_test_error == 8.60
 
     predsim = recipes.Recipe.from_file("fashion_mnist-mlp-predsim")
     summary = reproduce.summarize(predsim, records)
@@ -118,7 +120,7 @@ def test_results_are_read_back_and_summarised(tmp_path):
 def test_a_damaged_row_is_named(tmp_path):
     path = _results(tmp_path)
     path.write_text(path.read_text() + "| fashion_mnist-mlp-sim | oops |\n")
-    with pytest.raises(ValueError, match=r"line 21: 2 cells, expected 14"):
+    with pytest.raises(ValueError, match=r"line 22: 2 cells, expected 14"):
         reproduce.read_results(path)
     assert reproduce.read_results(tmp_path / "missing.md") == []
 
@@ -178,7 +180,7 @@ def test_no_run_prints_the_papers_table_beside_ours(tmp_path, capsys):
     line = next(line for line in out.splitlines() if line.startswith("VGG8B      | sim"))
     assert line.endswith("not run")
     assert "SHORT RUNS" not in out
-    assert results.read_text().count("\n| fashion") == 8  # nothing ran
+    assert results.read_text().count("\n| fashion") == 9  # nothing ran
 
     status, out, _ = _main(capsys, "reproduce", "--markdown", "rec-lra-table1", "--results", results)
     assert status == 0
