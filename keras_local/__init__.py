@@ -52,6 +52,17 @@ from keras_local import optimizers  # noqa: E402
 from keras_local import rules  # noqa: E402
 from keras_local import schedules  # noqa: E402
 from keras_local import zoo  # noqa: E402
+from keras_local.convert import from_keras  # noqa: E402
 from keras_local.model import LocalModel  # noqa: E402
 
-__all__ = ["LocalModel", "data", "layers", "optimizers", "rules", "schedules", "zoo", "__version__"]
+__all__ = [
+    "LocalModel",
+    "data",
+    "from_keras",
+    "layers",
+    "optimizers",
+    "rules",
+    "schedules",
+    "zoo",
+    "__version__",
+]

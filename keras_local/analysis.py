@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from keras_local import optional
+from keras_local.alignment import alignment  # noqa: F401 - re-exported
 
 #: Default number of examples the measures are computed on (a fixed-seed,
 #: stratified subset): pairwise distances cost O(n^2) per class.

@@ -5,6 +5,8 @@ import re
 
 import keras
 
+from keras_local.alignment_callback import AlignmentLogger  # noqa: F401 - re-exported
+
 #: A block's metric in the logs of a `LocalModel`: `block3_sim_loss`,
 #: `block3_pred_accuracy`. Groups: block index, part, kind.
 BLOCK_METRIC = re.compile(r"^block(\d+)_(\w+)_(loss|accuracy)$")

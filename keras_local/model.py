@@ -119,6 +119,7 @@ class LocalModel(BackendSteps, CheckedEntryPoints, keras.Model):
                 dim_in_decoder=None,
                 kernel_initializer=self.rule.output_kernel_initializer,
                 feedback=self.rule.output_feedback,
+                feedback_options=self.rule.output_feedback_options,
                 dtype=HEAD_DTYPE,
                 name="classifier",
             )

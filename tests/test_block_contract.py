@@ -184,3 +184,33 @@ def test_models_saved_under_the_former_names_load(tmp_path, rule):
     fresh = zoo.mlp(rule=rule, layers=2, units=8, num_classes=3, input_shape=(4, 4, 1))
     fresh.save(path)
     assert not keras.saving.load_model(path).uses_former_objective_names
+
+
+def test_the_readme_custom_block_trains_and_reloads(tmp_path):
+    """The README's "Your own model" example, run as it stands there: a
+    user's own layer is a block, trains under predsim on real data, and
+    reloads; a feedback rule refuses it with a message naming the contract."""
+    import math
+    import pathlib
+
+    from keras import ops
+
+    import keras_local
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    code = next(b for b in readme.split("```python")[1:] if "class GatedBlock" in b)
+    scope = {"math": math, "keras": keras, "ops": ops, "keras_local": keras_local,
+             "BlockOutput": BlockOutput, "BlockSpec": BlockSpec}  # fmt: skip
+    exec(code.split("```")[0], scope)
+    model = scope["model"]
+    model.compile(keras.optimizers.Adam(1e-3))
+    (x, y), _ = keras_local.data.load("fashion_mnist")
+    history = model.fit(x[:1024], y[:1024], batch_size=128, epochs=2, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
+    path = str(tmp_path / "gated.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.hidden_blocks[0]).__name__ == "GatedBlock"
+    np.testing.assert_allclose(loaded.predict(x[:64], verbose=0), model.predict(x[:64], verbose=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="GatedBlock"):
+        LocalModel([scope["GatedBlock"](8)], 10, rule="feedback-alignment")

@@ -68,6 +68,10 @@ BESIDE_TABLE_2 = [
     "random-classifier-tlc",
     "feedback-alignment",
     "direct-feedback-alignment",
+    "sign-symmetry",
+    "sign-symmetry-brsf",
+    "sign-symmetry-frsf",
+    "kolen-pollack",
 ]
 
 

@@ -18,6 +18,7 @@ def test_registry_names():
         "backprop",
         "direct-feedback-alignment",
         "feedback-alignment",
+        "kolen-pollack",
         "pred",
         "pred-bpf",
         "predsim",
@@ -25,6 +26,7 @@ def test_registry_names():
         "probes",
         "random-classifier",
         "rec-lra",
+        "sign-symmetry",
         "sim",
         "sim-bpf",
     ]

@@ -17,7 +17,9 @@ def add_parser(commands):
         "distance (between class centroids), the intra-class distance (between two "
         "examples of a class, averaged over classes) and their ratio (higher = better "
         "separated), on a fixed-seed stratified subset of a data split. Optionally "
-        "writes a t-SNE plot of one layer (the paper's Figures 3-4).",
+        "writes a t-SNE plot of one layer (the paper's Figures 3-4), and, with "
+        "--alignment, the angle per block between the rule's update and backprop's "
+        "gradient of the output loss on one batch.",
     )
     add_saved_model_arguments(parser)
     parser.add_argument(
@@ -49,6 +51,21 @@ def add_parser(commands):
         help="where to write the t-SNE PNG (default with --tsne-layer: "
         "MODEL-tsne-LAYER.png beside the model)",
     )
+    parser.add_argument(
+        "--alignment",
+        action="store_true",
+        help="also print, per block, the angle between the rule's update and the "
+        "backprop gradient of the output loss (and between feedback and forward "
+        "weights), on one batch of the split (keras_local.analysis.alignment)",
+    )
+    parser.add_argument(
+        "--alignment-examples",
+        type=int,
+        default=256,
+        metavar="N",
+        help="the batch of --alignment: N examples drawn at random with --seed "
+        "(default: 256)",
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="default: 256")
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the subset and the t-SNE (default: 0)"
@@ -72,7 +89,7 @@ def run(args, print_fn=print):
             require("sklearn", feature="t-SNE plots (keras-local analyze)")
             require("matplotlib", feature="t-SNE plots (keras-local analyze)")
         dataset = dataset_of_saved_model(args)
-        check_positive(args, "examples", "batch_size")
+        check_positive(args, "examples", "batch_size", "alignment_examples")
         layers = args.layers or [*range(1, len(model.hidden_blocks) + 1), "output"]
         for layer in [*layers, args.tsne_layer or "output"]:
             analysis.resolve_layer(model, layer)  # a bad layer fails before the data loads
@@ -81,6 +98,10 @@ def run(args, print_fn=print):
     x, y = (x_test, y_test) if args.split == "test" else (x_train, y_train)
     with usage_errors():
         model.check_data(x[:1], y)
+    alignment_batch = None
+    if args.alignment:
+        subset = alignment_subset(len(y), args.alignment_examples, args.seed)
+        alignment_batch = x[subset], y[subset]
     subset = analysis.stratified_subset(y, args.examples, args.seed)
     x, y = x[subset], y[subset]
 
@@ -106,6 +127,10 @@ def run(args, print_fn=print):
     for line in analysis.format_report(rows):
         print_fn(line)
 
+    if alignment_batch is not None:
+        result = analysis.alignment(model, *alignment_batch)
+        print_fn(result.format(examples=f"{args.split} examples of {dataset}"))
+
     if tsne_layer is not None:
         name = analysis.layer_name(analysis.resolve_layer(model, tsne_layer))
         analysis.tsne_plot(
@@ -119,3 +144,12 @@ def run(args, print_fn=print):
         )
         print_fn(f"t-SNE of {name} written to {tsne_out}")
     return rows
+
+
+def alignment_subset(num_examples, size, seed):
+    """The indices of the `--alignment` batch: `size` examples (at most all)
+    drawn without replacement by a generator seeded with `seed`, sorted."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(num_examples)[: min(size, num_examples)])

@@ -10,6 +10,7 @@ from keras_local.layers.decoder_pooling import decoder_pooling
 from keras_local.layers.dense_block import DenseBlock
 from keras_local.layers.feedback_alignment_conv2d import FeedbackAlignmentConv2D
 from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
+from keras_local.layers.keras_block import KerasBlock
 from keras_local.layers.perturbative_conv2d import PerturbativeConv2D
 from keras_local.layers.prediction_head import PredictionHead
 from keras_local.layers.random_jitter import RandomJitter
@@ -28,6 +29,7 @@ __all__ = [
     "DenseBlock",
     "FeedbackAlignmentConv2D",
     "FeedbackAlignmentDense",
+    "KerasBlock",
     "PerturbativeConv2D",
     "PredictionHead",
     "RandomJitter",

@@ -5,8 +5,10 @@ import typing
 import keras
 
 from keras_local.layers.activations import get_activation
+from keras_local.layers.feedback import FEEDBACKS as LAYER_FEEDBACKS
 from keras_local.layers.feedback_alignment_conv2d import FeedbackAlignmentConv2D
 from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
+from keras_local.layers.perturbative_conv2d import FEEDBACKS as PERTURBATIVE_FEEDBACKS
 from keras_local.layers.perturbative_conv2d import PerturbativeConv2D
 from keras_local.layers.torch_batch_normalization import TorchBatchNormalization
 
@@ -38,7 +40,10 @@ class BlockSpec(typing.NamedTuple):
         features_from: what `features` holds: `"activation"` or
             `"pre_activation"`.
         feedback: what the weighted layers send back to their input:
-            `None` (the true gradient) or `"random"` (feedback alignment).
+            `None` (the true gradient), `"random"` (feedback alignment) or
+            another feedback of the feedback-alignment layers (`"usf"`,
+            `"brsf"`, `"frsf"`, `"kolen-pollack"`; see
+            `keras_local.layers.feedback`).
         offers_pre_activation: whether the block can return its
             pre-activation as `features` (`Block.request_pre_activation`).
     """
@@ -81,8 +86,11 @@ class Block(keras.layers.Layer):
             takes the biased batch variance) or `"pytorch"`
             (`TorchBatchNormalization`: the unbiased one, as PyTorch).
         feedback: `None`, the true gradient, or `"random"`: the gradient
-            through a fixed random matrix of the kernel's shape (see
+            through a fixed random matrix of the kernel's shape, or another
+            feedback of the feedback-alignment layers (see
             `request_feedback`).
+        feedback_options: what the feedback-alignment layers take besides
+            `feedback` (`decay` of `"kolen-pollack"`, `seed` of `"brsf"`).
         conv: what `_conv_layer` makes: `"standard"`, a learned kxk
             convolution; `"perturbative"`, a `PerturbativeConv2D` (fixed
             noise masks and a learned 1x1 mixing, downsampling by
@@ -111,7 +119,7 @@ class Block(keras.layers.Layer):
     #: Whether `features` are maps (batch, height, width, channels).
     feature_map = True
 
-    FEEDBACKS = (None, "random")
+    FEEDBACKS = (None, *LAYER_FEEDBACKS)
     CONVS = ("standard", "perturbative")
     FEATURES_FROM = ("activation", "pre_activation")
 
@@ -123,6 +131,7 @@ class Block(keras.layers.Layer):
         feedback=None,
         conv="standard",
         features_from="activation",
+        feedback_options=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -136,7 +145,9 @@ class Block(keras.layers.Layer):
             raise ValueError(
                 f"features_from must be one of {self.FEATURES_FROM}, got {features_from!r}."
             )
+        self._check_perturbative_feedback(conv, feedback)
         self.feedback = feedback
+        self.feedback_options = dict(feedback_options or {})
         self.conv = conv
         self.features_from = features_from
         self.activation = activation
@@ -175,24 +186,41 @@ class Block(keras.layers.Layer):
             offers_pre_activation=self.offers_pre_activation,
         )
 
-    def request_feedback(self, feedback, by=None):
+    def request_feedback(self, feedback, by=None, **options):
         """Makes the weighted layers send `feedback` back to their input:
-        `None` or `"random"` (a fixed random matrix of the kernel's shape:
-        feedback alignment). Only before the block is built.
+        `None`, `"random"` (a fixed random matrix of the kernel's shape:
+        feedback alignment), or the sign-concordant `"usf"`, `"brsf"`,
+        `"frsf"` or the trained `"kolen-pollack"` (see
+        `keras_local.layers.feedback`). Only before the block is built.
 
         Args:
-            feedback: `None` or `"random"`.
+            feedback: one of `FEEDBACKS`.
             by: the name of who asks (a rule), for error messages.
+            **options: for the feedback-alignment layers (`decay`, `seed`).
         """
         if feedback not in self.FEEDBACKS:
             raise ValueError(f"feedback must be one of {self.FEEDBACKS}, got {feedback!r}.")
-        if self.built and self.feedback != feedback:
+        self._check_perturbative_feedback(self.conv, feedback, by)
+        if self.built and (self.feedback != feedback or self.feedback_options != options):
             kind = "true" if self.feedback is None else repr(self.feedback)
             raise ValueError(
                 f"{self.name} is already built with {kind} feedback; give "
                 f"{by or 'the rule'} unbuilt blocks."
             )
         self.feedback = feedback
+        self.feedback_options = dict(options)
+
+    def _check_perturbative_feedback(self, conv, feedback, by=None):
+        if conv == "perturbative" and feedback not in PERTURBATIVE_FEEDBACKS:
+            raise ValueError(
+                f"{self.name}: perturbative convolutions take feedback "
+                f"{PERTURBATIVE_FEEDBACKS}, not {feedback!r}"
+                + (f" (asked by {by})." if by else ".")
+            )
+
+    def _feedback_layer_kwargs(self):
+        """`feedback` and its options, for a feedback-alignment layer."""
+        return {"feedback": self.feedback, **self.feedback_options}
 
     def request_pre_activation(self, by=None):
         """Asks the block to return its pre-activation (after the weights
@@ -221,18 +249,18 @@ class Block(keras.layers.Layer):
         raise NotImplementedError
 
     def _dense_layer(self, units, **kwargs):
-        """A `Dense`, or a `FeedbackAlignmentDense` when `feedback="random"`."""
+        """A `Dense`, or a `FeedbackAlignmentDense` when `feedback` is set."""
         if self.conv != "standard":
             raise ValueError(
                 f"{self.name} ({type(self).__name__}) has no convolution; "
                 f"conv={self.conv!r} applies to convolutional blocks (ConvBlock)."
             )
-        if self.feedback == "random":
-            return FeedbackAlignmentDense(units, **kwargs)
+        if self.feedback is not None:
+            return FeedbackAlignmentDense(units, **self._feedback_layer_kwargs(), **kwargs)
         return keras.layers.Dense(units, **kwargs)
 
     def _conv_layer(self, filters, kernel_size, **kwargs):
-        """A `Conv2D`, or a `FeedbackAlignmentConv2D` when `feedback="random"`.
+        """A `Conv2D`, or a `FeedbackAlignmentConv2D` when `feedback` is set.
 
         With `conv="perturbative"`, a `PerturbativeConv2D(filters,
         strides=...)` instead: `kernel_size` and `padding` do not apply (it
@@ -243,8 +271,10 @@ class Block(keras.layers.Layer):
         if self.conv == "perturbative":
             kwargs.pop("padding", None)
             return PerturbativeConv2D(filters, feedback=self.feedback, **kwargs)
-        if self.feedback == "random":
-            return FeedbackAlignmentConv2D(filters, kernel_size, **kwargs)
+        if self.feedback is not None:
+            return FeedbackAlignmentConv2D(
+                filters, kernel_size, **self._feedback_layer_kwargs(), **kwargs
+            )
         return keras.layers.Conv2D(filters, kernel_size, **kwargs)
 
     def _make_norm(self, name, shape):
@@ -283,7 +313,7 @@ class Block(keras.layers.Layer):
         return BlockOutput(features, self._pool(outputs))
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "activation": self.activation,
             "dropout": self.dropout,
@@ -292,3 +322,6 @@ class Block(keras.layers.Layer):
             "conv": self.conv,
             "features_from": self.features_from,
         }
+        if self.feedback_options:
+            config["feedback_options"] = dict(self.feedback_options)
+        return config

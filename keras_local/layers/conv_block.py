@@ -44,7 +44,8 @@ class ConvBlock(Block):
             windows sit one pixel lower and further right than PyTorch's,
             which pads one pixel on every side. Padded cells never win the max.
         batch_norm: whether to normalise before the activation.
-        feedback: `None` or `"random"` (feedback alignment; see `Block`).
+        feedback: `None`, or a feedback of `keras_local.layers.feedback.FEEDBACKS`
+            (`"random"`: feedback alignment; sign symmetry; Kolen-Pollack; see `Block`).
         conv: `"standard"` (a learned `kernel_size` convolution) or
             `"perturbative"`: a `PerturbativeConv2D` in its place (one fixed
             U(-0.1, 0.1) noise mask per input channel and pixel, ReLU, a

@@ -23,7 +23,8 @@ class DenseBlock(Block):
         activation: `"relu"`, `"leaky_relu"` (slope 0.01) or a Keras name.
         dropout: rate of the element-wise dropout after the activation.
         batch_norm: whether to normalise before the activation.
-        feedback: `None` or `"random"` (feedback alignment; see `Block`).
+        feedback: `None`, or a feedback of `keras_local.layers.feedback.FEEDBACKS`
+            (`"random"`: feedback alignment; sign symmetry; Kolen-Pollack; see `Block`).
         features_from: `"activation"` or `"pre_activation"` (see `Block`).
 
     Example:

@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_local.layers.feedback import FeedbackMixin
 from keras_local.layers.initializers import bias_initializer
 from keras_local.layers.initializers import kernel_initializer
 from keras_local.layers.initializers import serialize_initializer
@@ -8,8 +9,9 @@ from keras_local.ops import feedback_alignment
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
-class FeedbackAlignmentConv2D(keras.layers.Layer):
-    """A 2D convolution that sends its input gradient through fixed random filters.
+class FeedbackAlignmentConv2D(FeedbackMixin, keras.layers.Layer):
+    """A 2D convolution that sends its input gradient through fixed random filters
+    (or other feedback filters, `feedback`).
 
     The forward pass is `conv(x, kernel) + bias`; the kernel and bias get
     their true gradients, but the input receives the transposed convolution
@@ -26,8 +28,9 @@ class FeedbackAlignmentConv2D(keras.layers.Layer):
         strides: an int or `(height, width)`.
         padding: `"same"` or `"valid"`.
         use_bias: whether to add a bias.
-        kernel_initializer, bias_initializer, feedback_initializer: as in
-            `FeedbackAlignmentDense`.
+        kernel_initializer, bias_initializer, feedback_initializer,
+        feedback, decay, seed: as in `FeedbackAlignmentDense` (the sign
+            feedbacks take the signs of the filters, fan-in `kh * kw * C_in`).
 
     Example:
 
@@ -46,9 +49,13 @@ class FeedbackAlignmentConv2D(keras.layers.Layer):
         kernel_initializer="torch",
         bias_initializer="torch",
         feedback_initializer="torch",
+        feedback="random",
+        decay=0.0,
+        seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._init_feedback(feedback, decay, seed)
         if padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
         self.filters = filters
@@ -63,25 +70,24 @@ class FeedbackAlignmentConv2D(keras.layers.Layer):
     def build(self, input_shape):
         shape = (*self.kernel_size, input_shape[-1], self.filters)
         self.kernel = self.add_weight(
-            shape=shape, initializer=kernel_initializer(self.kernel_initializer), name="kernel"
+            shape=shape,
+            initializer=kernel_initializer(self.kernel_initializer),
+            constraint=self._kernel_constraint(),
+            name="kernel",
         )
+        fan_in = self.kernel_size[0] * self.kernel_size[1] * input_shape[-1]
         self.bias = None
         if self.use_bias:
-            fan_in = self.kernel_size[0] * self.kernel_size[1] * input_shape[-1]
             bias_init = bias_initializer(self.bias_initializer, fan_in)
             self.bias = self.add_weight(shape=(self.filters,), initializer=bias_init, name="bias")
-        self.feedback_kernel = self.add_weight(
-            shape=shape,
-            initializer=kernel_initializer(self.feedback_initializer),
-            trainable=False,
-            name="feedback_kernel",
-        )
+        self._build_feedback(shape, fan_in)
 
     def _conv(self, x, kernel):
         return ops.conv(x, kernel, strides=self.strides, padding=self.padding)
 
-    def call(self, inputs):
-        x = feedback_alignment(self._conv, inputs, self.kernel, self.feedback_kernel)
+    def call(self, inputs, training=None):
+        feedback = self.feedback_weights(training)
+        x = feedback_alignment(self._conv, inputs, self.kernel, feedback)
         if self.bias is not None:
             x = x + self.bias
         return x
@@ -112,6 +118,7 @@ class FeedbackAlignmentConv2D(keras.layers.Layer):
             "kernel_initializer": serialize_initializer(self.kernel_initializer),
             "bias_initializer": serialize_initializer(self.bias_initializer),
             "feedback_initializer": serialize_initializer(self.feedback_initializer),
+            **self._feedback_config(),
         }
 
 

@@ -1,5 +1,6 @@
 import keras
 
+from keras_local.layers.feedback import FeedbackMixin
 from keras_local.layers.initializers import bias_initializer
 from keras_local.layers.initializers import kernel_initializer
 from keras_local.layers.initializers import serialize_initializer
@@ -7,8 +8,9 @@ from keras_local.ops import feedback_alignment_matmul
 
 
 @keras.saving.register_keras_serializable(package="keras_local")
-class FeedbackAlignmentDense(keras.layers.Layer):
-    """A dense layer that sends its input gradient through a fixed random matrix.
+class FeedbackAlignmentDense(FeedbackMixin, keras.layers.Layer):
+    """A dense layer that sends its input gradient through a fixed random matrix
+    (or another feedback matrix, `feedback`).
 
     The forward pass is `x @ kernel + bias`. In the backward pass the kernel
     and the bias get their true gradients (`x^T g`, `sum(g)`), but the input
@@ -24,7 +26,16 @@ class FeedbackAlignmentDense(keras.layers.Layer):
         bias_initializer: `"torch"` or any Keras initializer.
         feedback_initializer: initialiser of the fixed feedback matrix;
             PyTorch's default like the kernel, as the reference code's
-            backprop-free heads.
+            backprop-free heads. For `"frsf"` the magnitudes (its absolute
+            value), for `"kolen-pollack"` the start of the trained matrix.
+        feedback: what the input gradient goes through (see
+            `keras_local.layers.feedback`): `"random"` (fixed random),
+            `"usf"`, `"brsf"`, `"frsf"` (sign-concordant: `B` has the
+            kernel's signs) or `"kolen-pollack"` (`B` trained with the
+            kernel's gradient and decayed with it).
+        decay: for `"kolen-pollack"`: kernel and `feedback_kernel` are
+            multiplied by `1 - decay` after every optimizer step.
+        seed: for `"brsf"`: seed of the magnitudes drawn every step.
 
     Example:
 
@@ -42,9 +53,13 @@ class FeedbackAlignmentDense(keras.layers.Layer):
         kernel_initializer="torch",
         bias_initializer="torch",
         feedback_initializer="torch",
+        feedback="random",
+        decay=0.0,
+        seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._init_feedback(feedback, decay, seed)
         self.units = units
         self.use_bias = use_bias
         self.kernel_initializer = kernel_initializer
@@ -55,21 +70,20 @@ class FeedbackAlignmentDense(keras.layers.Layer):
         fan_in = input_shape[-1]
         shape = (fan_in, self.units)
         self.kernel = self.add_weight(
-            shape=shape, initializer=kernel_initializer(self.kernel_initializer), name="kernel"
+            shape=shape,
+            initializer=kernel_initializer(self.kernel_initializer),
+            constraint=self._kernel_constraint(),
+            name="kernel",
         )
         self.bias = None
         if self.use_bias:
             bias_init = bias_initializer(self.bias_initializer, fan_in)
             self.bias = self.add_weight(shape=(self.units,), initializer=bias_init, name="bias")
-        self.feedback_kernel = self.add_weight(
-            shape=shape,
-            initializer=kernel_initializer(self.feedback_initializer),
-            trainable=False,
-            name="feedback_kernel",
-        )
+        self._build_feedback(shape, fan_in)
 
-    def call(self, inputs):
-        x = feedback_alignment_matmul(inputs, self.kernel, self.feedback_kernel)
+    def call(self, inputs, training=None):
+        feedback = self.feedback_weights(training)
+        x = feedback_alignment_matmul(inputs, self.kernel, feedback)
         if self.bias is not None:
             x = x + self.bias
         return x
@@ -85,4 +99,5 @@ class FeedbackAlignmentDense(keras.layers.Layer):
             "kernel_initializer": serialize_initializer(self.kernel_initializer),
             "bias_initializer": serialize_initializer(self.bias_initializer),
             "feedback_initializer": serialize_initializer(self.feedback_initializer),
+            **self._feedback_config(),
         }

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_local.layers.decoder_pooling import DecoderPooling
 from keras_local.layers.decoder_pooling import decoder_pooling  # noqa: F401 (re-export)
+from keras_local.layers.feedback import FEEDBACKS
 from keras_local.layers.feedback_alignment_dense import FeedbackAlignmentDense
 from keras_local.layers.initializers import bias_initializer
 from keras_local.layers.initializers import kernel_initializer
@@ -35,7 +36,10 @@ class PredictionHead(keras.layers.Layer):
         feedback: `None` (true gradients) or `"random"`: the input receives
             the error through a fixed random matrix (feedback alignment), as
             the backprop-free heads and the `feedback-alignment` rule's output
-            layer.
+            layer; or another feedback of `FeedbackAlignmentDense`
+            (`"usf"`, `"brsf"`, `"frsf"`, `"kolen-pollack"`).
+        feedback_options: what `FeedbackAlignmentDense` takes besides
+            `feedback` (`decay`, `seed`).
         dtype: the layer's dtype policy, which its pooling and linear map
             share; the heads this package creates pass `HEAD_DTYPE`
             (float32) so that logits are float32 under a mixed policy.
@@ -55,11 +59,13 @@ class PredictionHead(keras.layers.Layer):
         kernel_initializer="zeros",
         bias_initializer="torch",
         feedback=None,
+        feedback_options=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if feedback not in (None, "random"):
-            raise ValueError(f"feedback must be None or 'random', got {feedback!r}.")
+        if feedback is not None and feedback not in FEEDBACKS:
+            raise ValueError(f"feedback must be None or one of {FEEDBACKS}, got {feedback!r}.")
+        self.feedback_options = dict(feedback_options or {})
         self.num_classes = num_classes
         self.dim_in_decoder = dim_in_decoder
         self.kernel_initializer = kernel_initializer
@@ -80,9 +86,13 @@ class PredictionHead(keras.layers.Layer):
         self.pooling.build(input_shape)
         self.decoder_input_dim = math.prod(self.pooling.compute_output_shape(input_shape)[1:])
         bias_init = bias_initializer(self.bias_initializer, self.decoder_input_dim)
-        dense = FeedbackAlignmentDense if self.feedback == "random" else keras.layers.Dense
+        dense, options = keras.layers.Dense, {}
+        if self.feedback is not None:
+            dense = FeedbackAlignmentDense
+            options = {"feedback": self.feedback, **self.feedback_options}
         self.dense = dense(
             self.num_classes,
+            **options,
             kernel_initializer=kernel_initializer(self.kernel_initializer),
             bias_initializer=bias_init,
             dtype=self.dtype_policy,
@@ -106,4 +116,5 @@ class PredictionHead(keras.layers.Layer):
             "kernel_initializer": self.kernel_initializer,
             "bias_initializer": self.bias_initializer,
             "feedback": self.feedback,
+            **({"feedback_options": self.feedback_options} if self.feedback_options else {}),
         }

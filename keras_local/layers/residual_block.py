@@ -48,7 +48,8 @@ class ResidualBlock(Block):
         output_pooling: `None`, or `"global_average"`: `outputs` is the
             channel-wise mean over the map, a `filters`-vector (the last
             block of a ResNet, so the output layer sees a vector).
-        feedback: `None` or `"random"` (feedback alignment; see `Block`).
+        feedback: `None`, or a feedback of `keras_local.layers.feedback.FEEDBACKS`
+            (`"random"`: feedback alignment; sign symmetry; Kolen-Pollack; see `Block`).
         conv: `"standard"` or `"perturbative"` (see above and `Block`); the
             input's spatial size must then be known when it is built.
         features_from: `"activation"` (the default) or `"pre_activation"`:
@@ -133,8 +134,10 @@ class ResidualBlock(Block):
             bias_initializer=torch_bias_initializer(input_shape[-1]),
             name="shortcut_conv",
         )
-        if self.feedback == "random":
-            return FeedbackAlignmentConv2D(self.filters, 1, **kwargs)
+        if self.feedback is not None:
+            return FeedbackAlignmentConv2D(
+                self.filters, 1, **self._feedback_layer_kwargs(), **kwargs
+            )
         return keras.layers.Conv2D(self.filters, 1, **kwargs)
 
     @property

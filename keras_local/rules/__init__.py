@@ -3,8 +3,8 @@
 >>> from keras_local import rules
 >>> rules.names()  # doctest: +NORMALIZE_WHITESPACE
 ['associated', 'backprop', 'direct-feedback-alignment', 'feedback-alignment',
- 'pred', 'pred-bpf', 'predsim', 'predsim-bpf', 'probes', 'random-classifier',
- 'rec-lra', 'sim', 'sim-bpf']
+ 'kolen-pollack', 'pred', 'pred-bpf', 'predsim', 'predsim-bpf', 'probes',
+ 'random-classifier', 'rec-lra', 'sign-symmetry', 'sim', 'sim-bpf']
 >>> rules.get("predsim", beta=0.9)
 PredSim(beta=0.9, dim_in_decoder=4096)
 """
@@ -47,6 +47,9 @@ from keras_local.rules.registry import names
 from keras_local.rules.registry import parameters
 from keras_local.rules.registry import register
 from keras_local.rules.registry import serialize
+from keras_local.rules.sign_symmetry import FeedbackRule
+from keras_local.rules.sign_symmetry import KolenPollack
+from keras_local.rules.sign_symmetry import SignSymmetry
 
 # Every module of this package, so that a new rule file registers its rules
 # (`@register`) without being named here.
@@ -59,6 +62,8 @@ __all__ = [
     "Backprop",
     "DirectFeedbackAlignment",
     "FeedbackAlignment",
+    "FeedbackRule",
+    "KolenPollack",
     "Pred",
     "PredBPF",
     "PredSim",
@@ -67,6 +72,7 @@ __all__ = [
     "RandomClassifier",
     "RecLRA",
     "Rule",
+    "SignSymmetry",
     "Sim",
     "SimBPF",
     # Objectives.

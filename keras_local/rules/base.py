@@ -119,7 +119,11 @@ class Rule:
         default_activation: what zoo builders use unless told otherwise.
         output_kernel_initializer: initialiser of the output layer's kernel.
         output_feedback: what the output layer sends back to its input
-            (`None`, the true gradient, or `"random"`; see `PredictionHead`).
+            (`None`, the true gradient, `"random"`, or another feedback of
+            `FeedbackAlignmentDense`; see `PredictionHead`).
+        output_feedback_options: what the output layer's
+            `FeedbackAlignmentDense` takes besides `feedback` (a dict or
+            `None`).
         top_down: after the forward pass, the model sends `output_signal`
             down through the blocks' objectives (`LocalObjective.top_down`),
             last block first: direct feedback alignment, target propagation.
@@ -139,6 +143,7 @@ class Rule:
     default_activation = "relu"
     output_kernel_initializer = "zeros"
     output_feedback = None
+    output_feedback_options = None
     top_down = False
     trains_groups = False
     has_output_layer = True
