@@ -176,7 +176,7 @@ def test_interrupted_mid_epoch_resumes_to_the_same_model(
     augmentation as the uninterrupted run (`keras_local.epoch_seeding`)."""
     output = tmp_path / "model.keras"
     stopped = _run_script(KILL_MID_EPOCH, signal_name, *ARGV, "--output", str(output))
-    assert stopped.returncode == status, stopped.stderr[-3000:]
+    assert stopped.returncode == status, (stopped.stdout[-3000:], stopped.stderr[-3000:])
     if signal_name == "SIGINT":
         assert "Run the same command again to resume" in stopped.stderr
     rerun = _rerun(output)
