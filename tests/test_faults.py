@@ -151,6 +151,14 @@ def test_killed_during_the_save_resumes_to_the_same_model(tmp_path, reference):
 
 KILL_MID_EPOCH = """
 import os, signal, sys
+# A child inherits an ignored or blocked SIGINT across exec, and a pytest
+# worker may have been left so by an earlier test (in two fresh-clone CI
+# runs this child ignored its own SIGINT and trained to the end); a user's
+# shell leaves neither, so start as a user's process starts.
+print("inherited SIGINT:", signal.getsignal(signal.SIGINT),
+      "blocked:", signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []), file=sys.stderr)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 import keras
 from keras_local import cli, experiment
 
