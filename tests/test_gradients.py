@@ -137,12 +137,19 @@ def test_one_training_step_equals_one_optimizer_step_on_the_summed_objective(opt
     # magnifies float noise in near-zero gradients; 5e-5 is 200x below that.
     atol = 1e-6 if optimizer == "sgd" else 5e-5
     compared = 0
-    for a, b in zip(stepped.trainable_variables, reference.trainable_variables):
+    for a, b, g in zip(stepped.trainable_variables, reference.trainable_variables, grads):
         if optimizer == "adam" and feeds_batch_norm(a):
             continue
-        np.testing.assert_allclose(
-            ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-5, atol=atol, err_msg=a.path
-        )
+        path = a.path
+        a, b, g = (ops.convert_to_numpy(v) for v in (a, b, g))
+        if optimizer == "adam":
+            # Adam's first step is lr * g / (|g| + 1e-8): where |g| is float
+            # noise (below 1e-5) it is that noise, not the rule, that decides
+            # the step; compare the other elements (nearly all of them).
+            kept = np.abs(g) > 1e-5
+            assert kept.mean() > 0.9 or a.size < 10, path
+            a, b = a[kept], b[kept]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol, err_msg=path)
         compared += 1
     assert compared >= len(stepped.trainable_variables) - 3
 
