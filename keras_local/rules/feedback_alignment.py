@@ -38,13 +38,19 @@ class FeedbackAlignment(Rule):
     output_feedback = "random"
 
     def prepare_block(self, block):
-        if not hasattr(block, "request_feedback"):
-            raise ValueError(
-                f"{self.name} needs blocks that take a feedback request "
-                f"(keras_local Blocks: `Block.request_feedback`); {block.name} "
-                f"({type(block).__name__}) does not."
-            )
+        require_feedback_request(self, block)
         block.request_feedback("random", by=self.name)
+
+
+def require_feedback_request(rule, block):
+    """`ValueError` unless `block` takes the feedback request of `rule`
+    (every feedback rule asks blocks the same way)."""
+    if not hasattr(block, "request_feedback"):
+        raise ValueError(
+            f"{rule.name} needs blocks that take a feedback request "
+            f"(keras_local Blocks: `Block.request_feedback`); {block.name} "
+            f"({type(block).__name__}) does not."
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_local")

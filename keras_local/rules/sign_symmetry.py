@@ -22,6 +22,7 @@ See `keras_local.layers.feedback` for what each layer computes.
 import numbers
 
 from keras_local.rules.base import Rule
+from keras_local.rules.feedback_alignment import require_feedback_request
 from keras_local.rules.registry import register
 
 
@@ -48,12 +49,7 @@ class FeedbackRule(Rule):
         return self.feedback_options
 
     def prepare_block(self, block):
-        if not hasattr(block, "request_feedback"):
-            raise ValueError(
-                f"{self.name} needs blocks that take a feedback request "
-                f"(keras_local Blocks: `Block.request_feedback`); {block.name} "
-                f"({type(block).__name__}) does not."
-            )
+        require_feedback_request(self, block)
         block.request_feedback(self.feedback, by=self.name, **self.feedback_options)
 
 
