@@ -118,7 +118,8 @@ def train(
 
     Builds `zoo.get(model)` for the data set, trains it with the settings'
     optimizer (Keras' Adam unless `optimizer` says otherwise), the
-    paper's step decay of the learning rate (x0.25 at each milestone) and the
+    step decay of the learning rate (x`decay_factor`, 0.25 by default, at
+    each milestone) and the
     paper's training augmentation of the data set, evaluates on the test set
     after every epoch (the paper reports the last epoch's test error), and
     saves the model and a JSON summary.
@@ -311,7 +312,10 @@ def _fit(network, settings, train_set, test_set, backup_dir, verbose, print_fn):
 
 
 def _callbacks(settings, backup_dir, epoch_log, verbose, print_fn):
-    callbacks = [StepDecay(settings.learning_rate, milestones=settings.milestones)]
+    schedule = StepDecay(
+        settings.learning_rate, milestones=settings.milestones, factor=settings.decay_factor
+    )
+    callbacks = [schedule]
     if verbose:
         # Before BlockReport, so that each epoch's progress bar line comes
         # before its table (Keras appends its own at the end of the list).
@@ -366,7 +370,7 @@ def _say_plan(say, settings, network, train_set, test_set):
     say(
         f"{epochs} epoch{'s' if epochs != 1 else ''}, batch size {settings.batch_size}, "
         f"{_describe_optimizer(settings)}, "
-        f"learning rate {settings.learning_rate:g} x0.25 after epochs "
+        f"learning rate {settings.learning_rate:g} x{settings.decay_factor:g} after epochs "
         f"{', '.join(map(str, settings.milestones))}; augmentation: "
         f"{_describe_augmentation(settings.dataset, settings.augment, settings.cutout)}."
     )

@@ -65,7 +65,11 @@ class RunSettings:
         pytorch_batch_norm: batch norm updates its running variance with the
             unbiased batch variance, as PyTorch does (Keras: the biased one).
         milestones: epochs after which the learning rate is multiplied by
-            0.25; `None` for the paper's 50%, 75%, 89% and 94% of `epochs`.
+            `decay_factor`; `None` for the paper's 50%, 75%, 89% and 94% of
+            `epochs`.
+        decay_factor: what the learning rate is multiplied by at each
+            milestone: 0.25 in Nøkland & Eidnes (2019), 0.2 in Mostafa et
+            al. (2018).
         width: multiplies the width of the model (conv filters, MLP units).
         dropout: dropout rate after every hidden activation.
         activation: hidden activation; `None`: the rule's default.
@@ -104,9 +108,14 @@ class RunSettings:
     )
     milestones: list | None = _setting(
         None,
-        "epochs after which the learning rate is multiplied by 0.25 (default: "
-        "50%%, 75%%, 89%% and 94%% of --epochs, as in the paper)",
+        "epochs after which the learning rate is multiplied by --decay-factor "
+        "(default: 50%%, 75%%, 89%% and 94%% of --epochs, as in Nøkland & Eidnes)",
         metavar="EPOCH",
+    )
+    decay_factor: float = _setting(
+        0.25,
+        "what the learning rate is multiplied by at each milestone (0.25 in "
+        "Nøkland & Eidnes, 0.2 in Mostafa et al.)",
     )
     width: float = _setting(
         1,
@@ -176,6 +185,12 @@ class RunSettings:
         check_positive_int("test_examples", self.test_examples, optional=True)
         check_positive_int("seed", self.seed, optional=True, allow_zero=True)
         check_positive_number("learning_rate", self.learning_rate)
+        check_positive_number("decay_factor", self.decay_factor)
+        if self.decay_factor > 1:
+            raise SettingsError(
+                f"decay_factor multiplies the learning rate at each milestone and "
+                f"must be in (0, 1], got {self.decay_factor!r}."
+            )
         self._check_optimizer()
         check_positive_number("width", self.width)
         if isinstance(self.dropout, bool) or not (
@@ -453,6 +468,7 @@ _TYPES = {
     "epochs": int,
     "batch_size": int,
     "learning_rate": float,
+    "decay_factor": float,
     "weight_decay": float,
     "momentum": float,
     "width": number,

@@ -106,3 +106,28 @@ def test_a_short_run_with_the_papers_optimizer_learns_reloads_and_is_found_again
     assert experiment.finished_run(output, old).test_error == result.test_error
     with pytest.raises(SettingsError, match="optimizer: 'adam' then, 'pytorch-adam' now"):
         experiment.finished_run(output, settings)
+
+
+def test_the_decay_factor_is_a_setting_the_schedule_applies(tmp_path):
+    """Mostafa et al. divide the learning rate by 5 at each milestone,
+    Nøkland & Eidnes by 4 (the default)."""
+    import keras
+
+    settings = _parse(["--milestones", "1", "2", "--decay-factor", "0.2", "--epochs", "3"]).check()
+    assert settings.decay_factor == 0.2 and "decay_factor=0.2" in settings.default_output()
+    assert _parse(settings.command_line().split()[2:]) == settings
+    assert RunSettings().decay_factor == 0.25 and "decay" not in RunSettings().default_output()
+    for bad in (0, 1.5, -0.2, True):
+        with pytest.raises(SettingsError, match="decay_factor"):
+            RunSettings(decay_factor=bad).check()
+
+    settings = RunSettings(
+        model="mlp", rule="pred", width=1 / 64, epochs=3, batch_size=64, learning_rate=0.1,
+        train_examples=128, test_examples=64, optimizer="pytorch-sgd", milestones=[1, 2],
+        decay_factor=0.2, augment=False, seed=1,
+    ).check()  # fmt: skip
+    output = str(tmp_path / "m.keras")
+    experiment.train(settings, output=output, verbose=0)
+    model = keras.saving.load_model(output)
+    # Epoch 3 (0-based 2) runs after both milestones: 0.1 * 0.2 * 0.2.
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), 0.1 * 0.2**2, rtol=1e-6)

@@ -58,14 +58,18 @@ def test_fashion_mnist_recipes_have_the_papers_settings(model, rule):
     assert "Table 2" in path.read_text(encoding="utf-8").splitlines()[1]
 
 
-BESIDE_TABLE_2 = [
-    "pred-bpf",
-    "sim-bpf",
-    "predsim-bpf",
+#: Mostafa et al.'s rule, on Table 2's networks with their paper's training.
+MOSTAFA = [
     "random-classifier",
     "random-classifier-scfb",
     "random-classifier-random",
     "random-classifier-tlc",
+]
+
+BESIDE_TABLE_2 = MOSTAFA + [
+    "pred-bpf",
+    "sim-bpf",
+    "predsim-bpf",
     "feedback-alignment",
     "direct-feedback-alignment",
     "sign-symmetry",
@@ -97,9 +101,18 @@ def test_zoo_holds_table_2_and_the_rules_beside_it():
 def test_recipes_beside_table_2_share_its_settings(model, name):
     recipe = Recipe.from_file(ZOO / f"fashion_mnist-{model}-{name}.toml")
     backprop = Recipe.from_file(ZOO / f"fashion_mnist-{model}-backprop.toml")
-    keys = ("epochs", "milestones", "batch_size", "learning_rate", "dropout", "augment")
-    for key in (*keys, "optimizer", "pytorch_batch_norm"):
+    for key in ("dropout", "augment", "pytorch_batch_norm", "width", "cutout"):
         assert getattr(recipe, key) == getattr(backprop, key), key
+    training = ("epochs", "milestones", "decay_factor", "batch_size", "learning_rate")
+    training += ("optimizer", "momentum", "nesterov", "weight_decay")
+    if name in MOSTAFA:
+        # Section 5 of Mostafa et al. (2018): SGD, Nesterov momentum 0.9, lr
+        # 0.1 divided by 5 every 25 of 100 epochs.
+        expected = (100, [25, 50, 75], 0.2, 100, 0.1, "pytorch-sgd", 0.9, True, 0.0)
+        assert tuple(getattr(recipe, key) for key in training) == expected
+    else:
+        for key in training:
+            assert getattr(recipe, key) == getattr(backprop, key), key
     assert recipe.paper_test_error is None
     # The rule and its options build.
     rule = rules.get(recipe.rule, **recipe.rule_options)

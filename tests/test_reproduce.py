@@ -9,10 +9,11 @@ import pytest
 from keras_local import cli
 from keras_local import recipes
 from keras_local import reproduce
+from keras_local.cli.reproduce import README_MARKERS
 from keras_local.recipes import RESULTS_COLUMNS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-README_START, README_END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+README_START, README_END = README_MARKERS
 
 NOKLAND = {
     "fashion_mnist-mlp-backprop": 8.37,
@@ -248,5 +249,23 @@ def test_readme_results_table_is_generated_from_the_results():
     expected = reproduce.markdown_table(results=ROOT / "zoo" / "results.md")
     assert section.strip() == expected.strip(), (
         "The README's results table is out of date; regenerate it with "
-        "`keras-local reproduce --markdown` and paste it between the markers."
+        "`keras-local reproduce --write-readme`."
     )
+
+
+def test_write_readme_replaces_only_the_table(tmp_path, capsys):
+    results = tmp_path / "results.md"
+    results.write_text((ROOT / "zoo" / "results.md").read_text(encoding="utf-8"))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{README_START}\nold table\n{README_END}\n\nAfter.\n")
+    status, out, err = _main(capsys, "reproduce", "--write-readme", str(readme), "--results", str(results))
+    assert status == 0, err
+    text = readme.read_text()
+    assert text.startswith(f"# Title\n\n{README_START}\n| paper | row |")
+    assert text.endswith(f"|\n{README_END}\n\nAfter.\n") and "old table" not in text
+    section = text.split(README_START)[1].split(README_END)[0]
+    assert section.strip() == reproduce.markdown_table(results=results).strip()
+
+    readme.write_text("# No markers\n")
+    status, out, err = _main(capsys, "reproduce", "--write-readme", str(readme), "--results", str(results))
+    assert status == 2 and "has no lines <!-- results-table:start -->" in err

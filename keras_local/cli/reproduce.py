@@ -9,6 +9,8 @@ from keras_local.cli.common import fail
 from keras_local.cli.common import usage_errors
 
 NAME = "reproduce"
+#: The lines of README.md between which `--write-readme` puts the results table.
+README_MARKERS = ("<!-- results-table:start -->", "<!-- results-table:end -->")
 INTERRUPTED = (
     "Run the same command again to resume: the runs recorded are kept and the "
     "interrupted one resumes after its last finished epoch."
@@ -40,6 +42,14 @@ def add_parser(commands):
         action="store_true",
         help="print the README's results table (markdown) of the TABLEs (default: "
         "all named tables) from the results file, and exit",
+    )
+    parser.add_argument(
+        "--write-readme",
+        nargs="?",
+        const="README.md",
+        metavar="PATH",
+        help="write that table between the lines {} and {} of PATH (default: "
+        "README.md) instead of printing it".format(*README_MARKERS),
     )
     parser.add_argument(
         "--no-run", action="store_true", help="train nothing; only print the table"
@@ -97,9 +107,13 @@ def run(args, print_fn=print):
             list_tables(print_fn)
             return
         tables = [reproduce.get_table(name) for name in args.tables]
-        if args.markdown:
+        if args.markdown or args.write_readme:
             text = reproduce.markdown_table(tables or None, args.results, args.dataset)
-            print_fn(text.rstrip("\n"))
+            if args.write_readme:
+                write_between_markers(args.write_readme, text)
+                print_fn(f"Wrote the results table of {args.results} to {args.write_readme}.")
+            else:
+                print_fn(text.rstrip("\n"))
             return
         if not tables:
             names = ", ".join(table.name for table in reproduce.tables())
@@ -127,6 +141,23 @@ def run(args, print_fn=print):
     if failures:
         names = "; ".join(f"{name} (seed {seed}): {message}" for name, seed, message in failures)
         fail(f"{len(failures)} run(s) diverged: {names}")
+
+
+def write_between_markers(path, text):
+    """Replaces what lies between the `README_MARKERS` lines of the file
+    `path` with `text`; a usage error when the file lacks them."""
+    start, end = README_MARKERS
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = f.read()
+    except OSError as error:
+        raise UsageError(f"Cannot read {path}: {error.strerror}.") from None
+    head, found, rest = document.partition(start)
+    _, found_end, tail = rest.partition(end)
+    if not (found and found_end):
+        raise UsageError(f"{path} has no lines {start} and {end} to write the table between.")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"{head}{start}\n{text.strip()}\n{end}{tail}")
 
 
 def list_tables(print_fn=print):

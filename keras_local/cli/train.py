@@ -15,8 +15,8 @@ def add_parser(commands):
         NAME,
         help="train a model with a rule on a data set",
         description="Train a zoo model with a learning rule on a data set, as in "
-        "Nøkland & Eidnes (2019): Adam, the learning rate multiplied by 0.25 at "
-        "the milestones, the paper's augmentation of the data set, the test set "
+        "Nøkland & Eidnes (2019): Adam, the learning rate multiplied by 0.25 (or "
+        "--decay-factor) at the milestones, the paper's augmentation of the data set, the test set "
         "evaluated after every epoch. Prints a table of every block's local losses "
         "and accuracy each epoch, then the test error, and saves the model.",
     )
