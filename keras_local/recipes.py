@@ -49,7 +49,10 @@ appended by `keras_local.recipes.run_recipe`. *Test error* is the test error
 number for the same table cell and *diff* the difference in percentage points
 (measured - paper). Rows noted "short run" trained fewer epochs or on fewer
 examples than the recipe (with the learning-rate milestones scaled to the
-epochs) and are smoke tests, not reproductions.
+epochs) and are smoke tests, not reproductions. A row's exact command is
+`KERAS_BACKEND=<backend> keras-local run zoo/<recipe>.toml --seed <seed>` (the
+seed is in the note; none: not seeded), with `--epochs <run>` and
+`--train-examples <N>` where those columns differ from the recipe's.
 
 """
 
