@@ -55,6 +55,13 @@ class BlockSpec(typing.NamedTuple):
     feedback: str | None
     offers_pre_activation: bool
 
+    @classmethod
+    def of(cls, block):
+        """The spec a block declares through its attributes of these names
+        (`offers_pre_activation` is `False` where the block lacks it)."""
+        values = {name: getattr(block, name) for name in cls._fields[:-1]}
+        return cls(**values, offers_pre_activation=getattr(block, "offers_pre_activation", False))
+
 
 class Block(keras.layers.Layer):
     """Base of the hidden blocks: weights -> BatchNorm -> activation -> dropout.
@@ -177,14 +184,7 @@ class Block(keras.layers.Layer):
     @property
     def spec(self):
         """What this block declares (a `BlockSpec`)."""
-        return BlockSpec(
-            width=self.width,
-            feature_map=self.feature_map,
-            activation=self.activation,
-            features_from=self.features_from,
-            feedback=self.feedback,
-            offers_pre_activation=self.offers_pre_activation,
-        )
+        return BlockSpec.of(self)
 
     def request_feedback(self, feedback, by=None, **options):
         """Makes the weighted layers send `feedback` back to their input:

@@ -234,14 +234,9 @@ class KerasBlock(keras.layers.Layer):
 
     @property
     def spec(self):
-        return BlockSpec(
-            width=self.width,
-            feature_map=self.feature_map,
-            activation=self.activation,
-            features_from=self.features_from,
-            feedback=self.feedback,
-            offers_pre_activation=False,
-        )
+        """What this block declares (a `BlockSpec`; it never offers its
+        pre-activation)."""
+        return BlockSpec.of(self)
 
     def request_feedback(self, feedback, by=None, **options):
         """Swaps the layers for feedback-alignment ones sending `feedback`
