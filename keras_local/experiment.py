@@ -117,12 +117,11 @@ def train(
     """Trains a zoo model with a rule on a data set the way the paper did.
 
     Builds `zoo.get(model)` for the data set, trains it with the settings'
-    optimizer (Keras' Adam unless `optimizer` says otherwise), the
-    step decay of the learning rate (x`decay_factor`, 0.25 by default, at
-    each milestone) and the
-    paper's training augmentation of the data set, evaluates on the test set
-    after every epoch (the paper reports the last epoch's test error), and
-    saves the model and a JSON summary.
+    optimizer (Keras' Adam unless `optimizer` says otherwise), the step
+    decay of the learning rate (x`decay_factor`, 0.25 by default, at each
+    milestone) and the paper's training augmentation of the data set,
+    evaluates on the test set after every epoch (the paper reports the last
+    epoch's test error), and saves the model and a JSON summary.
 
     Every epoch ends with a `BlockReport` table of each block's local losses
     and accuracy. A `keras.callbacks.BackupAndRestore` backup is kept in

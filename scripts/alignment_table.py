@@ -148,7 +148,12 @@ def main(argv=None):
         f"{args.examples} test examples: per block, between the rule's update and the backprop "
         "gradient of the output cross-entropy (0 = backprop's direction, 90 = orthogonal, `nan` = "
         "a zero gradient), and between each block's feedback matrix and its forward weights "
-        "(rules with feedback matrices only) (associated learning has no output layer: its `output` column is its last objective's exit weights, and on this MLP with the builder's defaults it is still at chance after one epoch's 157 steps: its label autoencoder needs about 300 steps before the last exit separates the classes, and two epochs, or one at batch 32, give it 82-83%; tests/test_associated_on_any_model.py). How they are computed: "
+        "(rules with feedback matrices only) (associated learning has no output layer: its "
+        "`output` column is its last objective's exit weights, and on this MLP with the "
+        "builder's defaults it is still at chance after one epoch's 157 steps: its label "
+        "autoencoder needs about 300 steps before the last exit separates the classes, and two "
+        "epochs, or one at batch 32, give it 82-83%; tests/test_associated_on_any_model.py). "
+        "How they are computed: "
         "[docs/analysis.md](../docs/analysis.md#how-well-does-a-rule-align-with-backprop).",
         "",
         f"Command: `{command}`",

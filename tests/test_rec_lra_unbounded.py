@@ -10,8 +10,6 @@ block's Hebbian step moves its pre-activation by about `lr K e` with `K`
 the Gram matrix of its input, so a block whose input grew learns faster,
 which makes the next block's input grow faster still."""
 
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
@@ -22,18 +20,9 @@ from keras_local import rules
 from keras_local import zoo
 from keras_local.recipes import Recipe
 from keras_local.rules.rec_lra import RecLRAObjective
-
-ZOO = Path(__file__).resolve().parent.parent / "zoo"
-
-NUMPY_ACTIVATIONS = {
-    "tanh": np.tanh,
-    "relu": lambda v: np.maximum(v, 0.0),
-    "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0.0))),
-}
-
-
-def numpy(x):
-    return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
+from tests.test_rec_lra import NUMPY_ACTIVATIONS
+from tests.test_rec_lra import ZOO
+from tests.test_rec_lra import numpy
 
 
 def recipe_rule(activation):

@@ -59,8 +59,8 @@ class BlockSpec(typing.NamedTuple):
     def of(cls, block):
         """The spec a block declares through its attributes of these names
         (`offers_pre_activation` is `False` where the block lacks it)."""
-        values = {name: getattr(block, name) for name in cls._fields[:-1]}
-        return cls(**values, offers_pre_activation=getattr(block, "offers_pre_activation", False))
+        declared = {name: getattr(block, name) for name in cls._fields if hasattr(block, name)}
+        return cls(**{"offers_pre_activation": False, **declared})
 
 
 class Block(keras.layers.Layer):
