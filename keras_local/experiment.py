@@ -67,7 +67,8 @@ class ExperimentResult:
         num_train_examples: training examples used.
         num_test_examples: test examples evaluated.
         wall_time_s: seconds for the whole run (loading, building, training,
-            evaluating, saving).
+            evaluating, saving); for a resumed run, with the time the
+            interrupted runs took up to their last backed-up epoch.
         output: path of the saved `.keras` model.
         summary: path of the JSON summary (`<output>.json`).
         backend: the Keras backend that ran it.
@@ -175,7 +176,9 @@ def train(
         _claim_backup(backup_dir, settings)
         train_set, test_set = load_data(settings)
         _say_plan(say, settings, network, train_set, test_set)
-        epoch_log = _fit(network, settings, train_set, test_set, backup_dir, verbose, print_fn)
+        epoch_log = _fit(
+            network, settings, train_set, test_set, backup_dir, start, verbose, print_fn
+        )
 
         test_metrics = _evaluate(network, test_set, settings.batch_size)
         train_metrics = (
@@ -184,7 +187,7 @@ def train(
         result = _result(
             settings, output, epoch_log, test_metrics, train_metrics, train_set, test_set
         )
-        result.wall_time_s = time.perf_counter() - start
+        result.wall_time_s = epoch_log.elapsed_s()
         # The backup goes only once the model and summary are on disk: an
         # interruption before then resumes (after the last epoch: straight
         # to the evaluation).
@@ -280,12 +283,12 @@ def load_data(settings):
     return train_set, test_set
 
 
-def _fit(network, settings, train_set, test_set, backup_dir, verbose, print_fn):
-    """Trains, resuming from the backup; returns the epoch log. A diverged
-    run deletes its backup (resuming it would diverge again) and raises
-    `DivergenceError`."""
+def _fit(network, settings, train_set, test_set, backup_dir, start, verbose, print_fn):
+    """Trains, resuming from the backup; returns the epoch log (`start`: when
+    the run began, for its wall time). A diverged run deletes its backup
+    (resuming it would diverge again) and raises `DivergenceError`."""
     _check_backup(backup_dir)
-    epoch_log = _EpochLog(os.path.join(backup_dir, "history.json"))
+    epoch_log = _EpochLog(os.path.join(backup_dir, "history.json"), start)
     if epoch_log.records and verbose:
         print_fn(f"Resuming the interrupted run backed up in {backup_dir}.")
     # Batch order, augmentation and dropout drawn from (seed, epoch), so
@@ -494,26 +497,47 @@ def _readable_h5(path):
 class _EpochLog(keras.callbacks.Callback):
     """Keeps every epoch's logs in a JSON file in the backup directory, so the
     history of a resumed run includes the epochs before the interruption
-    (Keras' `History` only sees the epochs of the current `fit`)."""
+    (Keras' `History` only sees the epochs of the current `fit`).
 
-    def __init__(self, path):
+    Each record also holds the run's wall time so far (`elapsed_s`), so that
+    a resumed run's time counts the interrupted ones up to their last
+    backed-up epoch, not only its own.
+
+    Args:
+        path: the JSON file (read if it exists: the run resumes).
+        start: `time.perf_counter()` when this process's run began.
+    """
+
+    def __init__(self, path, start):
         super().__init__()
         self.path = path
+        self.start = start
         self.records = []
         if os.path.exists(path):
             with open(path) as f:
                 self.records = json.load(f)
+        self._earlier_s = self._elapsed_at_last_record()
         self._trimmed = False
+
+    def _elapsed_at_last_record(self):
+        # A backup written before `elapsed_s` existed counts as no time.
+        return self.records[-1].get("elapsed_s", 0.0) if self.records else 0.0
+
+    def elapsed_s(self):
+        """Seconds of the run so far, the interrupted runs' included."""
+        return self._earlier_s + time.perf_counter() - self.start
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self._trimmed:
             # Epochs at or after the resumed one were not backed up.
             self.records = [r for r in self.records if r["epoch"] < epoch]
+            self._earlier_s = self._elapsed_at_last_record()
             self._trimmed = True
 
     def on_epoch_end(self, epoch, logs=None):
         record = {"epoch": epoch}
         record.update({name: float(value) for name, value in (logs or {}).items()})
+        record["elapsed_s"] = self.elapsed_s()
         self.records.append(record)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         partial = self.path + ".partial"
@@ -526,6 +550,6 @@ class _EpochLog(keras.callbacks.Callback):
         history = {}
         for record in self.records:
             for name, value in record.items():
-                if name != "epoch":
+                if name not in ("epoch", "elapsed_s"):
                     history.setdefault(name, []).append(value)
         return history

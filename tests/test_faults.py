@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -101,24 +102,40 @@ def test_interrupted_after_the_last_epoch_resumes_to_the_same_model(
     tmp_path, reference, monkeypatch
 ):
     """Ctrl-C during the final evaluation: the backup is kept, and the rerun
-    goes straight to the evaluation (no epoch is trained again)."""
+    goes straight to the evaluation (no epoch is trained again). The run's
+    wall time counts the interrupted run's epochs, not only the rerun."""
     output = tmp_path / "model.keras"
+    epoch_pause_s = 3.0  # each epoch of the interrupted run lasts at least this
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
+    class SlowEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(epoch_pause_s)
+
+    callbacks = experiment._callbacks
     with monkeypatch.context() as patch:
         patch.setattr(experiment, "_evaluate", interrupted)
+        # First, so that the epoch log records each epoch after its pause.
+        patch.setattr(experiment, "_callbacks", lambda *a: [SlowEpochs(), *callbacks(*a)])
+        first_start = time.perf_counter()
         with pytest.raises(KeyboardInterrupt):
             _train(output)
+        first_s = time.perf_counter() - first_start
     assert os.path.exists(f"{output}.backup/latest.weights.h5")
     assert not os.path.exists(output)
+    rerun_start = time.perf_counter()
     rerun = _rerun(output)
+    rerun_s = time.perf_counter() - rerun_start
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Resuming the interrupted run" in rerun.stdout
     assert "Epoch 1/2" not in rerun.stdout and "Epoch 2/2" not in rerun.stdout
     _assert_same_model(output, reference)
     assert _leftovers(output) == ["model.keras", "model.keras.json"]
+    with open(f"{output}.json") as f:
+        wall_time_s = json.load(f)["wall_time_s"]
+    assert 2 * epoch_pause_s <= wall_time_s <= first_s + rerun_s
 
 
 KILL_DURING_SAVE = """
