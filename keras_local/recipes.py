@@ -319,10 +319,26 @@ def run_recipe(
             f"{recipe.paper_test_error:.2f}% "
             f"({result.test_error - recipe.paper_test_error:+.2f} points)."
         )
-    if results is not None:
+    if results is not None and _has_row(results, recipe, result):
+        # Rerunning a finished recipe trains nothing (`experiment.train`
+        # returns the saved result); a second row would count it twice.
+        say(f"{os.path.abspath(results)} already has this run's row; nothing appended.")
+    elif results is not None:
         append_result_row(results, result_row(recipe, result, notes))
         say(f"Appended the result to {os.path.abspath(results)}.")
     return result
+
+
+def _has_row(results, recipe, result):
+    """Whether `results` has the row of this very run (the same recipe and
+    finishing time); a file that does not parse is appended to as before."""
+    from keras_local import reproduce
+
+    try:
+        records = reproduce.read_results(results)
+    except ValueError:
+        return False
+    return any(r.recipe == recipe.name and r.date == result.date for r in records)
 
 
 def result_row(recipe, result, notes=()):

@@ -1,5 +1,6 @@
 """keras_local.recipes and the recipe files in zoo/."""
 
+import itertools
 import pathlib
 
 import pytest
@@ -152,6 +153,9 @@ def test_milestones_scale_with_the_epochs():
     assert recipe.milestones_for(1) == [1]
 
 
+_FAKE_SECONDS = itertools.count()
+
+
 def _fake_result(arguments, test_error=12.5):
     train_examples = arguments.get("train_examples")
     test_examples = arguments.get("test_examples")
@@ -169,7 +173,9 @@ def _fake_result(arguments, test_error=12.5):
         output="unused.keras",
         summary="unused.keras.json",
         backend="tensorflow",
-        date="2025-01-01T00:00:00+00:00",
+        # Each fake run finishes at its own time, as real runs do (a row of
+        # the same recipe and time is the same run recorded already).
+        date=f"2025-01-01T00:00:{next(_FAKE_SECONDS) % 60:02d}+00:00",
         parameters=dict(arguments),
     )
 
@@ -273,6 +279,18 @@ def test_run_recipe_trains_and_records_a_real_short_run(tmp_path):
     assert "CPUs" in cells["machine"]
     assert cells["date (UTC)"].endswith("+00:00")
     assert "short" in cells["note"] and "first 128 test examples" in cells["note"]
+
+    # The same command again: the model is trained already, and its row is
+    # not appended a second time (it would count as a second seed).
+    printed = []
+    again = recipes.run_recipe(
+        _recipe_path("mlp", "sim"), epochs=1, train_examples=256, test_examples=128,
+        results=results, output=tmp_path / "model.keras", seed=0, print_fn=printed.append,
+    )  # fmt: skip
+    assert again.date == result.date
+    assert len(_rows(results)) == 3
+    assert any("already trained with these settings" in line for line in printed)
+    assert printed[-1] == f"{results} already has this run's row; nothing appended."
 
 
 @pytest.mark.parametrize(
