@@ -415,6 +415,22 @@ def _normalize(x, mean, std):
     return out
 
 
+def normalized(name, x):
+    """The float32 images `load(name)` returns, from the raw uint8 pixels
+    `load(name, normalize=False)` returns: `(x / 255 - mean) / std` per
+    channel. For keeping a data set as uint8 (a quarter of the memory) and
+    normalizing batch by batch.
+
+    Example:
+
+    >>> import numpy as np
+    >>> normalized("fashion_mnist", np.full((1, 28, 28, 1), 255, np.uint8)).dtype
+    dtype('float32')
+    """
+    _check_name(name)
+    return _normalize(np.asarray(x), _INFOS[name].mean, _INFOS[name].std)
+
+
 def load(name, normalize=True, data_dir=None, download=True):
     """Loads a data set as NumPy arrays.
 

@@ -11,6 +11,7 @@
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import shutil
@@ -27,8 +28,10 @@ from keras_local.callbacks import StopOnDivergence
 from keras_local.callbacks import block_metrics
 from keras_local.callbacks import format_block_table
 from keras_local.epoch_seeding import EpochBatches
+from keras_local.epoch_seeding import OrderedBatches
 from keras_local.epoch_seeding import SeedEachEpoch
 from keras_local.epoch_seeding import fresh_seed
+from keras_local.epoch_seeding import set_random_seed
 from keras_local.run_files import DamagedFileError
 from keras_local.run_files import check_model_path
 from keras_local.run_files import claim
@@ -180,10 +183,8 @@ def train(
             network, settings, train_set, test_set, backup_dir, start, verbose, print_fn
         )
 
-        test_metrics = _evaluate(network, test_set, settings.batch_size)
-        train_metrics = (
-            _evaluate(network, train_set, settings.batch_size) if layer_report else None
-        )
+        test_metrics = _evaluate(network, settings, test_set)
+        train_metrics = _evaluate(network, settings, train_set) if layer_report else None
         result = _result(
             settings, output, epoch_log, test_metrics, train_metrics, train_set, test_set
         )
@@ -243,7 +244,7 @@ def _checked_settings(settings, values):
 def build_network(settings):
     """The compiled zoo model a run of `settings` trains (seeded first)."""
     if settings.seed is not None:
-        keras.utils.set_random_seed(settings.seed)
+        set_random_seed(settings.seed)
     info = data_lib.info(settings.dataset)
     augmentation = (
         data_lib.augmentation(settings.dataset, settings.cutout, settings.seed)
@@ -275,8 +276,10 @@ def build_network(settings):
 
 def load_data(settings):
     """`((x_train, y_train), (x_test, y_test))` of the run, cut to its
-    `train_examples` and `test_examples`."""
-    (x_train, y_train), (x_test, y_test) = data_lib.load(settings.dataset)
+    `train_examples` and `test_examples`, as raw uint8 pixels: a quarter of
+    float32's memory (for Fashion-MNIST 55 MB instead of 220). The batches
+    are normalized as they are fed (`_normalizer`)."""
+    (x_train, y_train), (x_test, y_test) = data_lib.load(settings.dataset, normalize=False)
     dataset = settings.dataset
     train_set = _first(x_train, y_train, settings.train_examples, "train_examples", dataset)
     test_set = _first(x_test, y_test, settings.test_examples, "test_examples", dataset)
@@ -294,15 +297,15 @@ def _fit(network, settings, train_set, test_set, backup_dir, start, verbose, pri
     # Batch order, augmentation and dropout drawn from (seed, epoch), so
     # that a run resumed mid-epoch retrains that epoch as it would have gone.
     seed = settings.seed if settings.seed is not None else fresh_seed()
-    batches = EpochBatches(*train_set, settings.batch_size, seed)
+    normalize = _normalizer(settings)
+    batches = EpochBatches(*train_set, settings.batch_size, seed, transform=normalize)
     try:
         network.fit(
             batches,
             epochs=settings.epochs,
             steps_per_epoch=batches.batches_per_epoch,
             shuffle=False,  # the batches come in their epoch's order
-            validation_data=test_set,
-            validation_batch_size=settings.batch_size,
+            validation_data=OrderedBatches(*test_set, settings.batch_size, normalize),
             callbacks=_callbacks(settings, backup_dir, epoch_log, verbose, print_fn)
             + [SeedEachEpoch(seed, batches)],
             verbose=verbose,
@@ -333,8 +336,15 @@ def _callbacks(settings, backup_dir, epoch_log, verbose, print_fn):
     return callbacks + [StopOnDivergence(), epoch_log, backup]
 
 
-def _evaluate(network, data, batch_size):
-    metrics = network.evaluate(*data, batch_size=batch_size, return_dict=True, verbose=0)
+def _normalizer(settings):
+    """Makes a batch of the raw pixels `load_data` returns what the network
+    takes (a function that can be pickled, for `PyDataset` workers)."""
+    return functools.partial(data_lib.normalized, settings.dataset)
+
+
+def _evaluate(network, settings, data):
+    batches = OrderedBatches(*data, settings.batch_size, _normalizer(settings))
+    metrics = network.evaluate(batches, return_dict=True, verbose=0)
     return {name: float(value) for name, value in metrics.items()}
 
 

@@ -1,12 +1,15 @@
 """Batch order, augmentation and dropout drawn from (seed, epoch): a fit
 resumed from an epoch's backup in a fresh model equals the uninterrupted fit."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
 
 from keras_local import data
 from keras_local.epoch_seeding import EpochBatches
+from keras_local.epoch_seeding import OrderedBatches
 from keras_local.epoch_seeding import SeedEachEpoch
 from keras_local.epoch_seeding import seed_generators
 from tests.conftest import tiny_conv_model
@@ -47,6 +50,32 @@ def test_a_stream_starting_later_continues_the_same_epochs():
 def test_mismatched_arrays_are_refused():
     with pytest.raises(ValueError, match="x has 3 examples but y has 2"):
         EpochBatches(np.zeros((3, 1)), np.zeros(2), 2, seed=0)
+
+
+def test_raw_pixels_are_normalized_batch_by_batch():
+    """`train` keeps the data set as uint8 and normalizes each batch: the
+    batches equal `(x / 255 - mean) / std` computed here in float64."""
+    (raw, labels), _ = data.load("fashion_mnist", normalize=False)
+    raw, labels = raw[:10], labels[:10]
+    assert raw.dtype == np.uint8
+    info = data.info("fashion_mnist")
+    want = (raw.astype("float64") / 255 - np.asarray(info.mean)) / np.asarray(info.std)
+    normalize = functools.partial(data.normalized, "fashion_mnist")
+
+    shuffled = EpochBatches(raw, labels, 4, seed=3, transform=normalize)
+    for index, (x, y) in enumerate(_stream(shuffled, 6)):
+        epoch, position = divmod(index, 3)
+        chosen = np.random.default_rng([3, epoch]).permutation(10)[4 * position : 4 * position + 4]
+        assert x.dtype == np.float32
+        np.testing.assert_allclose(x, want[chosen], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(y, labels[chosen])
+    in_order = OrderedBatches(raw, labels, 4, transform=normalize)
+    assert len(in_order) == 3
+    x = np.concatenate([in_order[i][0] for i in range(3)])
+    np.testing.assert_allclose(x, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([in_order[i][1] for i in range(3)]), labels)
+    with pytest.raises(IndexError):
+        in_order[3]
 
 
 def _model():
