@@ -17,12 +17,13 @@ For every hidden block (and the output layer) of a `LocalModel`, on one batch:
 helps nor hurts the output loss, to first order), over 90 uphill.
 
 Both gradients are computed in training mode (`training=True`: BatchNorm
-normalises with the batch's statistics, as in a training step) with dropout
-off: every Keras dropout layer's `rate` is set to 0 for the duration of the
-call and then restored, so both gradients see the same deterministic
-network. The inputs are not augmented. The model's state is unchanged
-afterwards: every non-trainable variable (BatchNorm statistics, seed
-generators, feedback weights) is restored.
+normalises with the batch's statistics, as in a training step) with noise
+off: every Keras dropout layer's `rate` and `GaussianNoise`'s `stddev` are
+set to 0 for the duration of the call and then restored, so both gradients
+see the same deterministic network (see `_noise_off`). The inputs are not
+augmented. The model's state is unchanged afterwards: every non-trainable
+variable (BatchNorm statistics, seed generators, feedback weights) is
+restored.
 
 >>> from keras_local.analysis import alignment
 >>> result = alignment(model, x_test[:256], y_test[:256])  # doctest: +SKIP
@@ -49,9 +50,18 @@ __all__ = [
     "angle_deg",
 ]
 
-_DROPOUT_LAYERS = tuple(
-    getattr(keras.layers, name)
-    for name in ("Dropout", "GaussianDropout", "AlphaDropout")
+#: Keras' noise layers and the attribute that sets their strength: at 0
+#: their `call` is the identity in training mode too. (SpatialDropout is a
+#: `Dropout`.) Any other layer of Keras' regularization package with a
+#: positive `rate` or `stddev` is switched off alike (see `_noise_off`).
+_NOISE_LAYERS = tuple(
+    (getattr(keras.layers, name), attribute)
+    for name, attribute in (
+        ("Dropout", "rate"),
+        ("GaussianDropout", "rate"),
+        ("AlphaDropout", "rate"),
+        ("GaussianNoise", "stddev"),
+    )
     if hasattr(keras.layers, name)
 )
 
@@ -264,20 +274,44 @@ def _preserved_state(model):
             variable.assign(value)
 
 
+def _noise_attribute(layer):
+    """The attribute that sets `layer`'s noise (`"rate"`, `"stddev"`), or
+    `None` for a layer that adds none."""
+    for kind, attribute in _NOISE_LAYERS:
+        if isinstance(layer, kind):
+            return attribute
+    if type(layer).__module__.startswith("keras.src.layers.regularization."):
+        for attribute in ("rate", "stddev"):
+            if isinstance(getattr(layer, attribute, None), (int, float)):
+                return attribute
+    return None
+
+
 @contextlib.contextmanager
-def _dropout_off(model):
-    """Every Keras dropout layer's rate set to 0 (its `call` is then the
-    identity, in training mode too), restored on exit."""
+def _noise_off(model):
+    """Every Keras noise layer (dropout of every kind, Gaussian noise) set to
+    strength 0, restored on exit.
+
+    Why off rather than the same noise in both passes: the rule's update
+    and the backprop gradient come from two separate forward passes (the
+    rule's own `compute_gradients`, then a plain differentiation), each
+    drawing from the layers' seed generators in its own order, so their
+    draws cannot be matched in general; and an angle between two noisy
+    gradients measures the noise as much as the rule (backprop itself
+    would be off 0 degrees). With the noise off both differentiate the
+    same deterministic network, in training mode otherwise (BatchNorm on
+    the batch's statistics)."""
     changed = []
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, _DROPOUT_LAYERS) and layer.rate > 0:
-            changed.append((layer, layer.rate))
-            layer.rate = 0.0
+        attribute = _noise_attribute(layer)
+        if attribute is not None and getattr(layer, attribute) > 0:
+            changed.append((layer, attribute, getattr(layer, attribute)))
+            setattr(layer, attribute, 0.0)
     try:
         yield
     finally:
-        for layer, rate in changed:
-            layer.rate = rate
+        for layer, attribute, value in changed:
+            setattr(layer, attribute, value)
 
 
 @contextlib.contextmanager
@@ -395,6 +429,29 @@ def _batches(x, y, batch_size):
         yield x[start : start + size], y[start : start + size]
 
 
+def _class_ids(y):
+    """Integer class ids `(N,)` from `y`: class ids as they are (also as a
+    column `(N, 1)`), one-hot rows as their argmax. Anything else raises a
+    `ValueError` saying what is expected."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        return y[:, 0]
+    if y.ndim == 2 and y.shape[1] > 1:
+        one_hot = np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1)
+        if one_hot:
+            return np.argmax(y, axis=1)
+        raise ValueError(
+            f"alignment takes integer class ids (N,) or one-hot labels (N, classes); got "
+            f"labels of shape {y.shape} whose rows are not one-hot (soft labels have no "
+            "single class to take the cross-entropy on)."
+        )
+    if y.ndim != 1:
+        raise ValueError(
+            "alignment takes integer class ids (N,) or one-hot labels (N, classes); got "
+            f"labels of shape {y.shape}."
+        )
+    return y
+
+
 def alignment_gradients(model, x, y, batch_size=None):
     """The rule's update and the backprop gradient of every row's weights.
 
@@ -408,7 +465,7 @@ def alignment_gradients(model, x, y, batch_size=None):
         raise ValueError(
             f"alignment needs a keras_local LocalModel; got {type(model).__name__}."
         )
-    x, y = np.asarray(x), np.asarray(y)
+    x, y = np.asarray(x), _class_ids(np.asarray(y))
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"alignment needs as many labels as inputs (>0); got {len(x)}, {len(y)}.")
     if getattr(model, "jax_state_sync", None) is not None:
@@ -419,7 +476,7 @@ def alignment_gradients(model, x, y, batch_size=None):
     variables = [v for _, _, row_variables in rows for v in row_variables]
     update = {id(v): np.zeros(v.shape) for v in variables}
     backprop = {id(v): np.zeros(v.shape) for v in variables}
-    with _preserved_state(model), _dropout_off(model):
+    with _preserved_state(model), _noise_off(model):
         for x_batch, y_batch in _batches(x, y, batch_size):
             weight = len(x_batch) / len(x)
             x_batch = ops.convert_to_tensor(x_batch)
@@ -451,12 +508,13 @@ def alignment(model, x, y, batch_size=None):
     each weight; the backprop gradient is that of the output cross-entropy
     through the whole network, nothing detached, each feedback-alignment
     layer sending back its forward weights. Both in training mode with
-    dropout off (see the module docstring); the model's state is restored.
+    noise off (see the module docstring); the model's state is restored.
 
     Args:
         model: a `keras_local.LocalModel`.
         x: inputs `(N, ...)`, one batch (e.g. 256 test examples).
-        y: integer class ids `(N,)`.
+        y: integer class ids `(N,)`, or one-hot labels `(N, classes)`
+            (their argmax is taken).
         batch_size: `None` differentiates all of `x` as one batch;
             otherwise both gradients are averaged (weighted by batch size)
             over consecutive batches of `batch_size` (for memory; batch

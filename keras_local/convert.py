@@ -125,9 +125,9 @@ def from_keras(
     """A compiled `LocalModel` made from a Keras model, with its weights.
 
     The model must be a built Sequential or functional model with one input
-    and one output whose layers form a chain; residual blocks (a branch and
-    a shortcut merged by `Add`, `Concatenate`, ...) are allowed inside it and
-    are always kept whole in one block. Its last layer must be a `Dense`
+    and one output whose layers form a chain (nested models are inlined);
+    residual blocks (a branch and a shortcut merged by `Add`, ...) are
+    allowed inside it, always kept whole in one block. Its last layer is a `Dense`
     (linear or softmax, optionally followed by a softmax layer): it becomes
     the `LocalModel`'s output layer (a `PredictionHead` that returns
     logits; a softmax is dropped and reported). Every layer before it is
@@ -140,15 +140,16 @@ def from_keras(
       or a Dense/convolution with a nonlinear `activation`) that follows a
       Dense or convolution since the previous block, and after each
       residual unit (with the nonlinearity right after its merge, if any);
-      the dropout, pooling, flatten and reshape layers that follow join the
-      block. Layers left before the output layer form a block of their own
-      if they have weights, else join the last block.
+      the normalization, dropout, pooling, flatten and reshape layers right
+      after join the block (a frozen Dense or convolution counts too).
+      Layers left before the output layer form a block of their own if they
+      have weights, else join the last block.
     - a list of layer names: a block ends after each named layer.
 
     Each block's `features` (what the rule's heads read) are the output of
-    its last layer before trailing dropout, pooling and reshaping layers, as
-    in the zoo's blocks; `outputs` (what the next block reads) are the
-    output of its last layer.
+    its last layer before trailing dropout, pooling and reshaping layers and
+    normalizations after its nonlinearity, as in the zoo's blocks;
+    `outputs` (what the next block reads) are the output of its last layer.
 
     The rule asks each block, through the block contract, for what it
     needs (`request_feedback`: every `Dense` and `Conv2D` is swapped for a
@@ -251,12 +252,32 @@ def model_graph(model):
             f"from_keras needs one input and one output; {model.name} has "
             f"{len(model.inputs)} and {len(model.outputs)}."
         )
-    source_tensor = model.inputs[0]
-    index, ops, calls = {}, [], {}
+    ops, calls = [], {}
+    _inline(model, -1, ops, calls)
+    return tuple(model.inputs[0].shape), ops
+
+
+def _inner_graph(model):
+    """The functional graph of a nested model (a built Sequential's own),
+    or `None` where it has none to inline."""
+    graph = model._functional if isinstance(model, keras.Sequential) else model
+    if graph is None or not getattr(graph, "outputs", None):
+        return None
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        return None
+    return graph
+
+
+def _inline(model, source, ops, calls):
+    """Appends the layer calls of the functional `model` to `ops`, its input
+    read from op `source`; a nested model's layers are inlined in its place
+    (so that its Dense and Conv2D are the chain's own). The index of the op
+    computing the model's output."""
+    source_tensor, index = model.inputs[0], {}
 
     def visit(tensor):
         if tensor is source_tensor:
-            return -1
+            return source
         history = tensor._keras_history
         node = history.operation._inbound_nodes[history.node_index]
         if id(node) in index:
@@ -277,12 +298,21 @@ def model_graph(model):
         calls[id(layer)] = calls.get(id(layer), 0) + 1
         if calls[id(layer)] > 1:
             raise _shared_error(layer, calls[id(layer)])
+        if isinstance(layer, keras.Model):
+            inner = _inner_graph(layer)
+            if inner is None or isinstance(sources, list):
+                raise ValueError(
+                    f"{layer.name} ({type(layer).__name__}) is a nested model from_keras "
+                    "cannot inline (one built input and one output needed): nested models "
+                    "of that kind are not supported; flatten it into the outer model."
+                )
+            index[id(node)] = _inline(inner, sources, ops, calls)
+            return index[id(node)]
         index[id(node)] = len(ops)
         ops.append(Op(layer, sources, tuple(node.output_tensors[0].shape)))
         return index[id(node)]
 
-    visit(model.outputs[0])
-    return tuple(source_tensor.shape), ops
+    return visit(model.outputs[0])
 
 
 def _shared_error(layer, count):
@@ -316,7 +346,13 @@ def _split_output(ops):
             f"The output layer {last.layer.name} has activation {activation!r}; "
             "from_keras takes a linear or softmax output layer."
         )
-    if len(ops) < 2 or last.source != len(ops) - 2:
+    if len(ops) < 2:
+        raise ValueError(
+            f"The model is its output layer {last.layer.name} alone: from_keras needs at "
+            "least one hidden layer before the output Dense (the rule trains blocks of "
+            "hidden layers)."
+        )
+    if last.source != len(ops) - 2:
         raise ValueError(
             f"The output layer {last.layer.name} must follow the hidden layers of a chain."
         )
@@ -365,9 +401,10 @@ def chain_points(ops):
 
 
 def _is_weighted(layer):
-    return bool(layer.trainable_weights) and not isinstance(
-        layer, NORMALIZATIONS + NONLINEARITIES
-    )
+    """Whether `layer` mixes features with weights of its own: a frozen
+    `Dense` counts (its weights are only non-trainable), so it still ends
+    a block with its nonlinearity."""
+    return bool(layer.weights) and not isinstance(layer, NORMALIZATIONS + NONLINEARITIES)
 
 
 def _is_nonlinearity(layer):
@@ -398,7 +435,7 @@ def auto_cuts(ops):
             if lone(k + 1, _is_nonlinearity):
                 k += 1
         if ends:
-            while lone(k + 1, lambda layer: isinstance(layer, TRAILING)):
+            while lone(k + 1, lambda layer: isinstance(layer, TRAILING + NORMALIZATIONS)):
                 k += 1
             cuts.append(units[k][1])
             weighted = False
@@ -449,9 +486,18 @@ def named_cuts(ops, names):
 # ------------------------------------------------------------------ blocks
 def _features_index(ops, first, last):
     """The block's last op before trailing dropout, pooling and reshaping
-    ops (a chain point, so `features` is the whole block's)."""
+    ops, and before normalizations that follow its nonlinearity (a chain
+    point, so `features` is the whole block's): the heads read the
+    activation, as the zoo blocks' do."""
+
+    def trailing(p):
+        layer = ops[p].layer
+        if isinstance(layer, NORMALIZATIONS):
+            return any(_is_nonlinearity(ops[q].layer) for q in range(first, p))
+        return isinstance(layer, TRAILING)
+
     p = last
-    while p > first and isinstance(ops[p].layer, TRAILING) and ops[p].source == p - 1:
+    while p > first and trailing(p) and ops[p].source == p - 1:
         p -= 1
     return p
 

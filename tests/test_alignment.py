@@ -237,3 +237,44 @@ def test_cli_analyze_alignment(tmp_path, capsys, fashion_mnist):
     result = analysis.alignment(model, x_test[subset], y_test[subset])
     for row in result:
         assert rows[row.name][1:3] == [f"{row.angle_update_deg:.2f}", f"{row.angle_feedback_deg:.2f}"]
+
+
+@pytest.mark.backend
+def test_noise_layers_are_off_in_both_gradients():
+    """Gaussian noise (and every dropout) is switched off for both gradients
+    and back on afterwards: backprop is at 0 degrees with itself, which two
+    independent noise draws would not give; the update equals the gradient
+    of the noiseless network, computed on its own."""
+    import keras_local
+
+    original = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.GaussianNoise(0.5),
+         keras.layers.Dense(16, activation="relu"), keras.layers.GaussianDropout(0.3),
+         keras.layers.AlphaDropout(0.2), keras.layers.Dense(16, activation="relu"),
+         keras.layers.GaussianNoise(0.5, name="noise2"), keras.layers.Dense(5)]  # fmt: skip
+    )
+    model, _ = keras_local.from_keras(original, rule="backprop")
+    x, y = random_batch()
+    for row in analysis.alignment(model, x, y):
+        assert row.angle_update_deg < 1e-3, row
+    assert model.get_layer("block2").wrapped_layers[-1].stddev == 0.5  # restored
+    # Against the gradient of the plain network (no noise layers at all).
+    kept = [layer for layer in original.layers if layer.weights]
+    plain = keras.Sequential([keras.layers.Flatten(), *kept])
+    block1 = alignment_gradients(model, x, y)[0]
+    expected = gradients(
+        lambda: prediction_loss(plain(x, training=True), ops.convert_to_tensor(y)),
+        kept[0].trainable_variables,
+    )
+    for got, want in zip(block1.update, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_one_hot_labels_are_their_class_ids():
+    model = tiny_conv_model(rule="predsim")
+    x, y = random_batch()
+    by_id = analysis.alignment(model, x, y)
+    by_one_hot = analysis.alignment(model, x, np.eye(5, dtype="float32")[y])
+    assert [r.angle_update_deg for r in by_one_hot] == [r.angle_update_deg for r in by_id]
+    with pytest.raises(ValueError, match="rows are not one-hot"):
+        analysis.alignment(model, x, np.full((len(x), 5), 0.2))

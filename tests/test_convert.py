@@ -231,3 +231,149 @@ def test_save_and_load_round_trip(tmp_path, fashion_subset, model_name, rule):
     np.testing.assert_allclose(
         loaded.predict(x[:16], verbose=0), model.predict(x[:16], verbose=0), rtol=1e-5, atol=1e-6
     )
+
+
+def dense_bn():
+    """A Dense, batch norm and ReLU: the batch norm's weights are kept, the
+    Dense is swapped, in the same block."""
+    return keras.Sequential(
+        [keras.Input(SHAPE), layers.Flatten(name="flat"), layers.Dense(16, name="d1"),
+         layers.BatchNormalization(name="bn1"), layers.ReLU(name="relu1"),
+         layers.Dense(10, name="logits")],  # fmt: skip
+        name="dense_bn",
+    )
+
+
+def conv_bn():
+    return keras.Sequential(
+        [keras.Input(SHAPE), layers.Conv2D(4, 3, strides=2, name="c1"),
+         layers.BatchNormalization(name="bn1"), layers.ReLU(name="relu1"),
+         layers.MaxPooling2D(name="pool1"), layers.Flatten(name="flat"),
+         layers.Dense(10, name="logits")],  # fmt: skip
+        name="conv_bn",
+    )
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("make", [dense_bn, conv_bn], ids=["dense-bn", "conv-bn"])
+def test_a_trained_feedback_model_with_batch_norm_reloads(tmp_path, fashion_subset, make):
+    """After training, the optimizer's slots are restored into the variables
+    they belong to: the swapped layer's variables come before the batch
+    norm's in the converted block as in the reloaded one (they used to come
+    after, and `load_model` failed on the slots' shapes)."""
+    (x, y), _ = fashion_subset
+    keras.utils.set_random_seed(0)
+    model, _ = keras_local.from_keras(make(), rule="feedback-alignment")
+    model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0)
+    path = tmp_path / "trained.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    block, reloaded = model.hidden_blocks[0], loaded.hidden_blocks[0]
+    names = [v.path.split("/")[-2:] for v in block.trainable_variables]
+    assert names == [v.path.split("/")[-2:] for v in reloaded.trainable_variables]
+    assert names[0][-1] == "kernel" and names[2][-1] == "gamma"
+    assert [layer.name for layer in block._layers] == [l.name for l in block.wrapped_layers]
+    np.testing.assert_allclose(
+        loaded.predict(x[:32], verbose=0), model.predict(x[:32], verbose=0), rtol=1e-5, atol=1e-6
+    )
+    slots, restored = model.optimizer.variables, loaded.optimizer.variables
+    assert len(slots) == len(restored) and int(model.optimizer.iterations) == 4
+    for old, new in zip(slots, restored):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(new), keras.ops.convert_to_numpy(old), err_msg=old.path
+        )
+
+
+def test_a_swap_keeps_trainable_regularizers_and_constraints(fashion_subset):
+    """A frozen Dense stays as it was through training under feedback
+    alignment; a regularized one adds its penalties to `model.losses` as
+    under backprop; its constraints are the swapped layer's."""
+    (x, y), _ = fashion_subset
+    original = keras.Sequential(
+        [keras.Input(SHAPE), layers.Flatten(name="flat"),
+         layers.Dense(8, activation="relu", trainable=False, name="frozen"),
+         layers.Dense(8, activation="relu", kernel_regularizer="l2", bias_regularizer="l1",
+                      activity_regularizer="l2", kernel_constraint="non_neg",
+                      bias_constraint=keras.constraints.MaxNorm(1.0), name="reg"),
+         layers.Dense(10, name="logits")],  # fmt: skip
+    )
+    frozen = [w.copy() for w in original.get_layer("frozen").get_weights()]
+    model, report = keras_local.from_keras(original, rule="feedback-alignment")
+    assert [b["layers"] for b in report.blocks] == [["flat", "frozen"], ["reg"]]
+    swapped = {l.name: l for l in model._flatten_layers() if hasattr(l, "feedback_kernel")}
+    assert not swapped["frozen"].trainable and not swapped["frozen"].trainable_weights
+    assert isinstance(swapped["reg"].kernel_constraint, keras.constraints.NonNeg)
+    assert isinstance(swapped["reg"].bias.constraint, keras.constraints.MaxNorm)
+    # The old Dense layers are no sublayers of the blocks any more.
+    assert not any(type(l) is layers.Dense for b in model.hidden_blocks for l in b._layers)
+    model(x[:4])
+    backprop, _ = keras_local.from_keras(original, rule="backprop")
+    backprop(x[:4])
+    assert len(model.losses) == len(backprop.losses) == 3
+    np.testing.assert_allclose(
+        sum(float(v) for v in model.losses), sum(float(v) for v in backprop.losses), rtol=1e-5
+    )
+    model.fit(x[:128], y[:128], batch_size=64, epochs=1, verbose=0)
+    for old, new in zip(frozen, [swapped["frozen"].kernel, swapped["frozen"].bias]):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(new), old)
+    assert keras.ops.convert_to_numpy(swapped["reg"].kernel).min() >= 0  # non_neg applied
+    with pytest.raises(ValueError, match="reg has a kernel_regularizer.*kolen-pollack"):
+        keras_local.from_keras(original, rule="kolen-pollack")
+
+
+def test_auto_split_keeps_normalization_and_pooling_after_an_activation():
+    """A block ends after its nonlinearity and the normalization and pooling
+    layers right after it; a batch norm before the activation is inside."""
+    original = keras.Sequential(
+        [keras.Input((8, 8, 1)), layers.Conv2D(4, 3, activation="relu", name="c1"),
+         layers.BatchNormalization(name="bn1"), layers.MaxPooling2D(name="pool1"),
+         layers.Conv2D(4, 3, padding="same", name="c2"), layers.BatchNormalization(name="bn2"),
+         layers.ReLU(name="relu2"), layers.LayerNormalization(name="ln2"),
+         layers.Flatten(name="flat"), layers.Dense(3, name="logits")],  # fmt: skip
+    )
+    model, report = keras_local.from_keras(original, rule="predsim")
+    assert [b["layers"] for b in report.blocks] == [
+        ["c1", "bn1", "pool1"],
+        ["c2", "bn2", "relu2", "ln2", "flat"],
+    ]
+    assert [b["features"] for b in report.blocks] == ["c1", "relu2"]
+    assert [b.spec.activation for b in model.hidden_blocks] == ["relu", "relu"]
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(original(x)),
+        rtol=1e-5, atol=2e-6,
+    )  # fmt: skip
+
+
+def test_a_nested_sequential_is_inlined():
+    inner = keras.Sequential([layers.Dense(8, name="d1"), layers.ReLU(name="r1")], name="inner")
+    original = keras.Sequential(
+        [keras.Input((6,)), inner, layers.Dense(8, activation="tanh", name="d2"),
+         layers.Dense(3, name="logits")],  # fmt: skip
+    )
+    model, report = keras_local.from_keras(original, rule="feedback-alignment")
+    assert [b["layers"] for b in report.blocks] == [["d1", "r1"], ["d2"]]
+    assert [s[1] for s in report.swaps] == ["d1", "d2", "logits"]
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(original(x)),
+        rtol=1e-5, atol=2e-6,
+    )  # fmt: skip
+
+    class Inner(keras.Model):
+        def __init__(self):
+            super().__init__(name="subclassed")
+            self.dense = layers.Dense(4)
+
+        def call(self, x):
+            return self.dense(x)
+
+    nested = keras.Sequential([keras.Input((6,)), Inner(), layers.Dense(3)])
+    with pytest.raises(ValueError, match="subclassed .Inner. is a nested model.*flatten it"):
+        keras_local.from_keras(nested, rule="feedback-alignment")
+
+
+def test_a_lone_output_layer_says_a_hidden_layer_is_needed():
+    alone = keras.Sequential([keras.Input((4,)), layers.Dense(3, name="out")])
+    with pytest.raises(ValueError, match="at least one hidden layer before the output Dense"):
+        keras_local.from_keras(alone)

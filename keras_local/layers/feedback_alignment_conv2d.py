@@ -2,6 +2,8 @@ import keras
 from keras import ops
 
 from keras_local.layers.feedback import FeedbackMixin
+from keras_local.layers.feedback_alignment_dense import check_kernel_settings
+from keras_local.layers.feedback_alignment_dense import kernel_settings_config
 from keras_local.layers.initializers import bias_initializer
 from keras_local.layers.initializers import kernel_initializer
 from keras_local.layers.initializers import serialize_initializer
@@ -31,6 +33,8 @@ class FeedbackAlignmentConv2D(FeedbackMixin, keras.layers.Layer):
         kernel_initializer, bias_initializer, feedback_initializer,
         feedback, decay, seed: as in `FeedbackAlignmentDense` (the sign
             feedbacks take the signs of the filters, fan-in `kh * kw * C_in`).
+        kernel_regularizer, bias_regularizer, kernel_constraint,
+        bias_constraint: as in `FeedbackAlignmentDense`.
 
     Example:
 
@@ -52,10 +56,19 @@ class FeedbackAlignmentConv2D(FeedbackMixin, keras.layers.Layer):
         feedback="random",
         decay=0.0,
         seed=None,
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._init_feedback(feedback, decay, seed)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        check_kernel_settings(self)
         if padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
         self.filters = filters
@@ -72,14 +85,20 @@ class FeedbackAlignmentConv2D(FeedbackMixin, keras.layers.Layer):
         self.kernel = self.add_weight(
             shape=shape,
             initializer=kernel_initializer(self.kernel_initializer),
-            constraint=self._kernel_constraint(),
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint or self._kernel_constraint(),
             name="kernel",
         )
         fan_in = self.kernel_size[0] * self.kernel_size[1] * input_shape[-1]
         self.bias = None
         if self.use_bias:
-            bias_init = bias_initializer(self.bias_initializer, fan_in)
-            self.bias = self.add_weight(shape=(self.filters,), initializer=bias_init, name="bias")
+            self.bias = self.add_weight(
+                shape=(self.filters,),
+                initializer=bias_initializer(self.bias_initializer, fan_in),
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                name="bias",
+            )
         self._build_feedback(shape, fan_in)
 
     def _conv(self, x, kernel):
@@ -118,6 +137,7 @@ class FeedbackAlignmentConv2D(FeedbackMixin, keras.layers.Layer):
             "kernel_initializer": serialize_initializer(self.kernel_initializer),
             "bias_initializer": serialize_initializer(self.bias_initializer),
             "feedback_initializer": serialize_initializer(self.feedback_initializer),
+            **kernel_settings_config(self),
             **self._feedback_config(),
         }
 

@@ -7,6 +7,38 @@ from keras_local.layers.initializers import serialize_initializer
 from keras_local.ops import feedback_alignment_matmul
 
 
+def check_kernel_settings(layer):
+    """Refuses what a feedback-alignment layer cannot honour: under
+    `"kolen-pollack"` the feedback matrix must get the kernel's updates
+    exactly (so that `B - W` only shrinks), and a regularizer or constraint
+    acting on the kernel alone would move `W` without `B`."""
+    if layer.feedback != "kolen-pollack":
+        return
+    for setting in ("kernel_regularizer", "kernel_constraint"):
+        if getattr(layer, setting) is not None:
+            raise ValueError(
+                f"{layer.name} has a {setting}, which feedback='kolen-pollack' cannot "
+                "honour: it would change the kernel but not its feedback matrix, which "
+                "must get the same updates. Remove it (the rule's `decay` is a weight "
+                "decay of both)."
+            )
+
+
+def kernel_settings_config(layer):
+    """The regularizers and constraints of `layer`, serialised (`None`s
+    left out, so that configs saved before they existed stay the same)."""
+    config = {}
+    for kind, serialize in (
+        ("regularizer", keras.regularizers.serialize),
+        ("constraint", keras.constraints.serialize),
+    ):
+        for weight in ("kernel", "bias"):
+            value = getattr(layer, f"{weight}_{kind}")
+            if value is not None:
+                config[f"{weight}_{kind}"] = serialize(value)
+    return config
+
+
 @keras.saving.register_keras_serializable(package="keras_local")
 class FeedbackAlignmentDense(FeedbackMixin, keras.layers.Layer):
     """A dense layer that sends its input gradient through a fixed random matrix
@@ -36,6 +68,10 @@ class FeedbackAlignmentDense(FeedbackMixin, keras.layers.Layer):
         decay: for `"kolen-pollack"`: kernel and `feedback_kernel` are
             multiplied by `1 - decay` after every optimizer step.
         seed: for `"brsf"`: seed of the magnitudes drawn every step.
+        kernel_regularizer, bias_regularizer, kernel_constraint,
+        bias_constraint: as `keras.layers.Dense`'s (what `from_keras`
+            carries over); under `"kolen-pollack"` the kernel takes neither
+            a regularizer nor a constraint (see `check_kernel_settings`).
 
     Example:
 
@@ -56,10 +92,19 @@ class FeedbackAlignmentDense(FeedbackMixin, keras.layers.Layer):
         feedback="random",
         decay=0.0,
         seed=None,
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._init_feedback(feedback, decay, seed)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        check_kernel_settings(self)
         self.units = units
         self.use_bias = use_bias
         self.kernel_initializer = kernel_initializer
@@ -72,13 +117,19 @@ class FeedbackAlignmentDense(FeedbackMixin, keras.layers.Layer):
         self.kernel = self.add_weight(
             shape=shape,
             initializer=kernel_initializer(self.kernel_initializer),
-            constraint=self._kernel_constraint(),
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint or self._kernel_constraint(),
             name="kernel",
         )
         self.bias = None
         if self.use_bias:
-            bias_init = bias_initializer(self.bias_initializer, fan_in)
-            self.bias = self.add_weight(shape=(self.units,), initializer=bias_init, name="bias")
+            self.bias = self.add_weight(
+                shape=(self.units,),
+                initializer=bias_initializer(self.bias_initializer, fan_in),
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                name="bias",
+            )
         self._build_feedback(shape, fan_in)
 
     def call(self, inputs, training=None):
@@ -99,5 +150,6 @@ class FeedbackAlignmentDense(FeedbackMixin, keras.layers.Layer):
             "kernel_initializer": serialize_initializer(self.kernel_initializer),
             "bias_initializer": serialize_initializer(self.bias_initializer),
             "feedback_initializer": serialize_initializer(self.feedback_initializer),
+            **kernel_settings_config(self),
             **self._feedback_config(),
         }

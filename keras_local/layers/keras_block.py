@@ -26,15 +26,31 @@ def _activation_name(activation):
     return name if isinstance(name, str) else str(activation)
 
 
+#: What a swapped layer keeps of the original besides its shape: passed to
+#: the feedback-alignment layer as they are.
+CARRIED = ("kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint")
+
+
+def _carried(layer):
+    """The settings of `layer` its feedback-alignment counterpart keeps:
+    the trainable flag, regularizers and constraints (the activity
+    regularizer goes to the slot's last layer, see `_with_activation`)."""
+    return {"trainable": layer.trainable, **{key: getattr(layer, key) for key in CARRIED}}
+
+
 def _with_activation(layer, original):
-    """`layer`, followed by `original`'s activation when it has one."""
+    """`layer`, followed by `original`'s activation when it has one; the
+    activity regularizer on the last of them, as Keras' `Dense` applies it
+    to its activation's output."""
+    regularizer = original.activity_regularizer
     name = _activation_name(getattr(original, "activation", None))
     if name == "linear":
+        layer.activity_regularizer = regularizer
         return layer
-    return keras.Sequential(
-        [layer, keras.layers.Activation(original.activation, name=f"{original.name}_activation")],
-        name=original.name,
+    activation = keras.layers.Activation(
+        original.activation, name=f"{original.name}_activation", activity_regularizer=regularizer
     )
+    return keras.Sequential([layer, activation], name=original.name, trainable=original.trainable)
 
 
 def feedback_alignment_layer(layer, feedback="random", by=None, **options):
@@ -45,7 +61,9 @@ def feedback_alignment_layer(layer, feedback="random", by=None, **options):
     `Activation` when the layer has a nonlinear one, the two in a
     `Sequential` of the layer's name); `None` for a layer that needs no swap
     (no trainable weights, or ones that act on each feature alone, e.g.
-    batch norm). Anything else with weights raises a `ValueError` naming it."""
+    batch norm). The counterpart keeps `trainable`, the regularizers and
+    the constraints. Anything else with weights, or a setting the
+    counterpart cannot honour, raises a `ValueError` naming the layer."""
     who = by or "the rule"
     if type(layer) is keras.layers.Dense:
         new = FeedbackAlignmentDense(
@@ -53,6 +71,7 @@ def feedback_alignment_layer(layer, feedback="random", by=None, **options):
             use_bias=layer.use_bias,
             feedback=feedback,
             **options,
+            **_carried(layer),
             name=layer.name,
             dtype=layer.dtype_policy,
         )
@@ -81,6 +100,7 @@ def feedback_alignment_layer(layer, feedback="random", by=None, **options):
             use_bias=layer.use_bias,
             feedback=feedback,
             **options,
+            **_carried(layer),
             name=layer.name,
             dtype=layer.dtype_policy,
         )
@@ -260,7 +280,15 @@ class KerasBlock(keras.layers.Layer):
                 continue
             swapped.append(new)
             self.swaps.append((layer.name, type(layer).__name__, _describe(new)))
-        # Assigned whole, so that Keras tracks the new list.
+        # The old layers untracked first, then the new list assigned whole:
+        # Keras tracks sublayers in the order they are assigned, and the
+        # trainable variables (hence the optimizer's slots, saved by
+        # position) must come in the order a reloaded block, built from
+        # the config's list, has. Appending the swapped layers after the
+        # kept ones (a batch norm) would restore the optimizer's state
+        # into the wrong variables.
+        for layer in self.wrapped_layers:
+            self._tracker.untrack(layer)
         self.wrapped_layers = swapped
         self.feedback = feedback
         self.feedback_options = dict(options)
