@@ -104,8 +104,6 @@ def build_model(blocks, options, groups=None):
         groups=groups,
         name=options.name,
     )
-    # XLA on every backend: on TensorFlow's CPU path Keras' "auto" leaves it
-    # off, and it halves the local-loss step time there.
     model.compile(
         optimizer=optimizers.make(
             options.optimizer,
@@ -114,6 +112,26 @@ def build_model(blocks, options, groups=None):
             momentum=options.momentum,
             nesterov=options.nesterov,
         ),
-        jit_compile=True,
+        jit_compile=compiles_with_xla(blocks),
     )
     return model
+
+
+def compiles_with_xla(blocks):
+    """Whether a zoo model of `blocks` compiles its steps with XLA: on JAX,
+    on GPUs and for dense networks; not for convolutional ones on
+    TensorFlow's CPU path.
+
+    Keras' "auto" leaves XLA off on TensorFlow's CPU path, where it halves
+    the local-loss step time of an MLP. For convolutions TensorFlow's own
+    oneDNN kernels beat XLA's on the CPU: one VGG8B training step took
+    about 0.8x the time without XLA, backprop and predsim alike
+    (`benchmarks/results/reference-cpu-*.md`).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return True
+    if not any(block.spec.feature_map for block in blocks):
+        return True
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
