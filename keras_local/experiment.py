@@ -183,7 +183,11 @@ def train(
             network, settings, train_set, test_set, backup_dir, start, verbose, print_fn
         )
 
-        test_metrics = _evaluate(network, settings, test_set)
+        # The last epoch's validation pass evaluated these weights on the
+        # test set already; only a run resumed after its last epoch lacks it.
+        test_metrics = epoch_log.validation_metrics(settings.epochs - 1) or _evaluate(
+            network, settings, test_set
+        )
         train_metrics = _evaluate(network, settings, train_set) if layer_report else None
         result = _result(
             settings, output, epoch_log, test_metrics, train_metrics, train_set, test_set
@@ -528,6 +532,7 @@ class _EpochLog(keras.callbacks.Callback):
                 self.records = json.load(f)
         self._earlier_s = self._elapsed_at_last_record()
         self._trimmed = False
+        self._logged_here = set()
 
     def _elapsed_at_last_record(self):
         # A backup written before `elapsed_s` existed counts as no time.
@@ -544,7 +549,18 @@ class _EpochLog(keras.callbacks.Callback):
             self._earlier_s = self._elapsed_at_last_record()
             self._trimmed = True
 
+    def validation_metrics(self, epoch):
+        """The validation metrics logged at the end of `epoch` (0-based) by
+        this process, named as `evaluate` names them; `None` if it logged
+        none."""
+        if epoch not in self._logged_here:
+            return None
+        record = next(r for r in self.records if r["epoch"] == epoch)
+        metrics = {k[len("val_") :]: v for k, v in record.items() if k.startswith("val_")}
+        return metrics or None
+
     def on_epoch_end(self, epoch, logs=None):
+        self._logged_here.add(epoch)
         record = {"epoch": epoch}
         record.update({name: float(value) for name, value in (logs or {}).items()})
         record["elapsed_s"] = self.elapsed_s()
