@@ -3,6 +3,7 @@ the wrapper that cuts the reference's data loaders, and its report. (The
 reference code itself and torchvision are not here; the benchmark records
 what it measured with them.)"""
 
+import argparse
 import gzip
 import importlib.util
 import os
@@ -90,13 +91,9 @@ def test_the_report_gives_medians_and_ratios_to_the_reference(reference, tmp_pat
                          "startup_s": 20.0, "step_s": step * factor,
                          "peak_rss_mib": 2000.0})  # fmt: skip
 
-    class Args:
-        output_dir = str(tmp_path)
-        vgg_rules = ["predsim", "backprop"]
-        torch_version = "2.x"
-        note = "nothing"
-
-    reference.write(rows, Args, {"date": "today", "cpu": "cpu", "cpu_count": 2})
+    args = argparse.Namespace(output_dir=str(tmp_path), vgg_rules=["predsim", "backprop"],
+                              torch_version="2.x", note="nothing")  # fmt: skip
+    reference.write(rows, args, {"date": "today", "cpu": "cpu", "cpu_count": 2})
     (report,) = tmp_path.glob("reference-cpu-*.md")
     text = report.read_text()
     assert "| mlp-epoch | predsim | whole process, s | 36.00 | 24.00 | 0.67x | 30.00 | 0.83x |" in text
