@@ -171,7 +171,8 @@ def summary(rows, job, rule, key):
 def write(rows, args, info):
     date = time.strftime("%Y-%m-%d")
     command = "python benchmarks/reference.py " + " ".join(sys.argv[1:])
-    stem = os.path.join(args.output_dir, f"reference-cpu-{date}")
+    # The time in the name too: runs of one day are kept side by side.
+    stem = os.path.join(args.output_dir, f"reference-cpu-{date}-{time.strftime('%H%M')}")
     with open(stem + ".json", "w") as f:
         json.dump({"command": command, "machine": info, "date": date,
                    "settings": vars(args), "rows": rows}, f, indent=1)  # fmt: skip
