@@ -35,7 +35,26 @@ import numpy as np
 _SEED_LIMIT = 2**31 - 1
 
 
-class EpochBatches(keras.utils.PyDataset):
+class _ArrayBatches(keras.utils.PyDataset):
+    """Batches of arrays `x`, `y`, each batch of `x` passed through
+    `transform` (if given) as it is taken."""
+
+    def __init__(self, x, y, batch_size, transform=None):
+        super().__init__()
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} examples but y has {len(y)}.")
+        self.x = x
+        self.y = y
+        self.batch_size = int(batch_size)
+        self.transform = transform
+
+    def _batch(self, chosen):
+        """The examples `chosen` (indices or a slice), transformed."""
+        x = self.x[chosen]
+        return (x if self.transform is None else self.transform(x)), self.y[chosen]
+
+
+class EpochBatches(_ArrayBatches):
     """Arrays `x`, `y` as an endless stream of batches, epoch after epoch,
     whose order in epoch `e` is a permutation drawn from `(seed, e)`: the
     same in every process. Fit it with
@@ -60,14 +79,8 @@ class EpochBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, x, y, batch_size, seed, transform=None):
-        super().__init__()
-        if len(x) != len(y):
-            raise ValueError(f"x has {len(x)} examples but y has {len(y)}.")
-        self.x = x
-        self.y = y
-        self.batch_size = int(batch_size)
+        super().__init__(x, y, batch_size, transform)
         self.seed = int(seed)
-        self.transform = transform
         self.first_epoch = 0
         self._orders = {}
 
@@ -93,10 +106,10 @@ class EpochBatches(keras.utils.PyDataset):
         epoch, position = divmod(index, self.batches_per_epoch)
         order = self.order(self.first_epoch + epoch)
         chosen = order[position * self.batch_size : (position + 1) * self.batch_size]
-        return _transformed(self.transform, self.x[chosen]), self.y[chosen]
+        return self._batch(chosen)
 
 
-class OrderedBatches(keras.utils.PyDataset):
+class OrderedBatches(_ArrayBatches):
     """Arrays `x`, `y` batch by batch in their order, once: what `evaluate`
     and `validation_data` make of arrays, with each batch of `x` passed
     through `transform` (so that the arrays can stay raw uint8 pixels).
@@ -108,15 +121,6 @@ class OrderedBatches(keras.utils.PyDataset):
         transform: optional function applied to each batch of `x`.
     """
 
-    def __init__(self, x, y, batch_size, transform=None):
-        super().__init__()
-        if len(x) != len(y):
-            raise ValueError(f"x has {len(x)} examples but y has {len(y)}.")
-        self.x = x
-        self.y = y
-        self.batch_size = int(batch_size)
-        self.transform = transform
-
     @property
     def num_batches(self):
         return math.ceil(len(self.x) / self.batch_size)
@@ -127,12 +131,7 @@ class OrderedBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < self.num_batches:
             raise IndexError(f"batch {index} of {self.num_batches}")
-        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        return _transformed(self.transform, self.x[part]), self.y[part]
-
-
-def _transformed(transform, x):
-    return x if transform is None else transform(x)
+        return self._batch(slice(index * self.batch_size, (index + 1) * self.batch_size))
 
 
 class SeedEachEpoch(keras.callbacks.Callback):

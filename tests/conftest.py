@@ -1,6 +1,10 @@
 """Shared fixtures: small real Fashion-MNIST subsets, tiny models, and a
 gradient helper that works on the TensorFlow, JAX and PyTorch backends."""
 
+import importlib.util
+import pathlib
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -11,6 +15,22 @@ from keras_local.layers import DenseBlock
 from keras_local.model import LocalModel
 
 BACKEND = keras.backend.backend()
+BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def benchmark_module(script):
+    """A script of benchmarks/ (e.g. "gpu.py") as a module; they import the
+    helpers beside them (machine.py), so that folder is on the path while
+    it loads."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        name = f"benchmark_{pathlib.Path(script).stem}"
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -1,27 +1,15 @@
 """benchmarks/gpu.py: its peak table, FLOP count, report, and (on JAX) one
 measured configuration of a tiny VGG8B."""
 
-import importlib.util
-import pathlib
-import sys
-
 import keras
 import pytest
 
-BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+from tests.conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def gpu():
-    """benchmarks/gpu.py as a module (it imports machine.py beside it)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("gpu_benchmark", BENCHMARKS / "gpu.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+    return benchmark_module("gpu.py")
 
 
 def test_peaks_by_device_kind_and_input_shapes(gpu):

@@ -5,9 +5,7 @@ what it measured with them.)"""
 
 import argparse
 import gzip
-import importlib.util
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -15,21 +13,12 @@ import numpy as np
 import pytest
 
 from keras_local import data
-
-BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+from tests.conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def reference():
-    """benchmarks/reference.py as a module (it imports machine.py beside it)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("reference_bench", BENCHMARKS / "reference.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+    return benchmark_module("reference.py")
 
 
 def test_the_idx_files_hold_the_data_set_keras_local_reads(reference, tmp_path):
