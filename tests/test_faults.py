@@ -101,9 +101,11 @@ def test_summaries_are_strict_json(reference):
 def test_interrupted_after_the_last_epoch_resumes_to_the_same_model(
     tmp_path, reference, monkeypatch
 ):
-    """Ctrl-C during the final evaluation: the backup is kept, and the rerun
-    goes straight to the evaluation (no epoch is trained again). The run's
-    wall time counts the interrupted run's epochs, not only the rerun."""
+    """Ctrl-C after the last epoch, before the model is saved: the backup is
+    kept, and the rerun goes straight to the evaluation of the test set (no
+    epoch is trained again; this process logged no validation pass to take
+    the test metrics from). The run's wall time counts the interrupted run's
+    epochs, not only the rerun."""
     output = tmp_path / "model.keras"
     epoch_pause_s = 3.0  # each epoch of the interrupted run lasts at least this
 
@@ -116,7 +118,7 @@ def test_interrupted_after_the_last_epoch_resumes_to_the_same_model(
 
     callbacks = experiment._callbacks
     with monkeypatch.context() as patch:
-        patch.setattr(experiment, "_evaluate", interrupted)
+        patch.setattr(experiment, "_result", interrupted)
         # First, so that the epoch log records each epoch after its pause.
         patch.setattr(experiment, "_callbacks", lambda *a: [SlowEpochs(), *callbacks(*a)])
         first_start = time.perf_counter()
