@@ -25,11 +25,11 @@ model.fit(
 """
 
 import math
-import random
-import sys
 
 import keras
 import numpy as np
+
+from keras_local.optional import tensorflow_left_unimported
 
 # Seed generator states are stored in uint32 on some backends.
 _SEED_LIMIT = 2**31 - 1
@@ -188,36 +188,16 @@ class SeedEachEpoch(keras.callbacks.Callback):
 
 
 def set_random_seed(seed):
-    """Seeds Python's, NumPy's and Keras' global random generators (and
-    torch's on the torch backend), as `keras.utils.set_random_seed` does.
-
-    Keras' own function also seeds TensorFlow whenever it is installed, for
-    `tf.data` pipelines, and so imports it. On the JAX and torch backends
-    nothing here runs on `tf.data`, and importing TensorFlow only to seed it
-    costs about 400 MB of memory and 1.5 s: this seeds it only where it is
-    the backend or already imported.
+    """`keras.utils.set_random_seed` (Python's, NumPy's and Keras' global
+    generators, and torch's on its backend), without importing TensorFlow
+    only to seed it on the JAX and torch backends
+    (`optional.tensorflow_left_unimported`).
 
     Args:
         seed: non-negative int.
     """
-    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+    with tensorflow_left_unimported():
         keras.utils.set_random_seed(seed)
-        return
-    # The rest of what Keras' function does (keras/src/utils/rng_utils.py):
-    # record the seed and drop the global SeedGenerator, which is recreated
-    # from it.
-    from keras.src.backend.common import global_state
-    from keras.src.random import seed_generator
-    from keras.src.utils import rng_utils
-
-    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
-    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
-    random.seed(seed)
-    np.random.seed(seed)
-    if keras.backend.backend() == "torch":
-        import torch
-
-        torch.manual_seed(seed)
 
 
 def fresh_seed():

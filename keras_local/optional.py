@@ -23,8 +23,10 @@ MissingOptionalDependency: keras-local tune needs keras-tuner: pip install "kera
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import sys
 
 __all__ = [
     "EXTRAS",
@@ -32,6 +34,7 @@ __all__ = [
     "available",
     "install_command",
     "require",
+    "tensorflow_left_unimported",
 ]
 
 #: Importable module -> (distribution on PyPI, extra of keras-local that installs it).
@@ -121,3 +124,30 @@ def require(module, extra=None, feature=None, package=None):
         if not (missing and _top_level(missing) == _top_level(module)):
             message += f" ({package} could not be imported: {e})"
         raise MissingOptionalDependency(message, name=module, extra=extra) from e
+
+
+@contextlib.contextmanager
+def tensorflow_left_unimported():
+    """Inside it, Keras does not import TensorFlow unless it already is.
+
+    Keras imports TensorFlow wherever it is installed, whatever the backend:
+    `keras.utils.set_random_seed` to seed it for `tf.data`, and the
+    serializer of `model.save` to ask whether an object is a
+    `tf.TensorShape`. On the JAX and torch backends that import alone is
+    about 400 MB of a run's memory and 1.5 s, for nothing: while TensorFlow
+    is not imported, nothing runs on `tf.data` and no object can be a
+    `TensorShape`. So Keras' lazy module is told, for the duration, that
+    TensorFlow is unavailable. Where TensorFlow is imported (its backend
+    among others) nothing changes.
+    """
+    from keras.src.utils import module_utils
+
+    lazy = module_utils.tensorflow
+    if "tensorflow" in sys.modules or lazy._available is not None:
+        yield
+        return
+    lazy._available = False
+    try:
+        yield
+    finally:
+        lazy._available = None

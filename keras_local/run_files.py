@@ -16,8 +16,8 @@ import json
 import math
 import os
 import socket
-import sys
 
+from keras_local.optional import tensorflow_left_unimported
 from keras_local.run_settings import SettingsError
 
 
@@ -228,35 +228,13 @@ def save_model(model, path, summary):
     write_atomic(summary_path, strict_json({**summary, "keras_version": keras.__version__}))
     temporary = temporary_name(path)
     try:
-        with _tensorflow_left_unimported():
+        with tensorflow_left_unimported():
             model.save(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
     return summary_path
-
-
-@contextlib.contextmanager
-def _tensorflow_left_unimported():
-    """Keras' serializer asks of every object whether it is a
-    `tf.TensorShape`, and asking imports TensorFlow wherever it is installed:
-    on the JAX and torch backends that import alone would be the largest
-    step of a run's peak memory (about 400 MB, 1.5 s). While TensorFlow is
-    not imported no object can be a `TensorShape`, so the answer is no
-    without importing it; Keras' lazy module is told so for the save only.
-    """
-    from keras.src.utils import module_utils
-
-    lazy = module_utils.tensorflow
-    if "tensorflow" in sys.modules or lazy._available is not None:
-        yield
-        return
-    lazy._available = False
-    try:
-        yield
-    finally:
-        lazy._available = None
 
 
 def load_model_file(path, compile=False):
