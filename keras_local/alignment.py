@@ -50,10 +50,9 @@ __all__ = [
     "angle_deg",
 ]
 
-#: Keras' noise layers and the attribute that sets their strength: at 0
-#: their `call` is the identity in training mode too. (SpatialDropout is a
-#: `Dropout`.) Any other layer of Keras' regularization package with a
-#: positive `rate` or `stddev` is switched off alike (see `_noise_off`).
+#: Keras' noise layers (every layer of its regularization package that adds
+#: noise; SpatialDropout is a `Dropout`) and the attribute that sets their
+#: strength: at 0 their `call` is the identity in training mode too.
 _NOISE_LAYERS = tuple(
     (getattr(keras.layers, name), attribute)
     for name, attribute in (
@@ -280,10 +279,6 @@ def _noise_attribute(layer):
     for kind, attribute in _NOISE_LAYERS:
         if isinstance(layer, kind):
             return attribute
-    if type(layer).__module__.startswith("keras.src.layers.regularization."):
-        for attribute in ("rate", "stddev"):
-            if isinstance(getattr(layer, attribute, None), (int, float)):
-                return attribute
     return None
 
 
