@@ -2,6 +2,7 @@
 benchmark scripts in this folder, which run with it on their path)."""
 
 import datetime
+import json
 import os
 import platform
 
@@ -11,6 +12,15 @@ def describe(info):
     return f"{info['date']}; {info['cpu']} ({info['cpu_count']} cores); " + ", ".join(
         f"{name} {info[name]}" for name in ("keras", "tensorflow", "jax") if name in info
     )
+
+
+def save_record(stem, command, info, date, args, rows):
+    """Writes `<stem>.json`: the command, `machine()`'s record, the date, the
+    script's settings (`args`, an argparse namespace) and its rows."""
+    record = {"command": command, "machine": info, "date": date, "settings": vars(args),
+              "rows": rows}  # fmt: skip
+    with open(stem + ".json", "w") as f:
+        json.dump(record, f, indent=1)
 
 
 def machine():

@@ -31,6 +31,7 @@ import time
 from jax_step import train_state  # benchmarks/jax_step.py, beside this script
 from machine import describe
 from machine import machine
+from machine import save_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -132,9 +133,7 @@ def write(rows, args):
     info = machine()  # after the children: on a GPU, JAX here would take the device's memory
     device = info["device"].replace(" ", "-").lower()  # "cpu", or e.g. "nvidia-h200"
     stem = os.path.join(args.output_dir, f"memory-{device}-{date}")
-    with open(stem + ".json", "w") as f:
-        json.dump({"command": command, "machine": info, "date": date,
-                   "settings": vars(args), "rows": rows}, f, indent=1)  # fmt: skip
+    save_record(stem, command, info, date, args, rows)
     lines = [
         f"# Activation memory per example, {date}",
         "",

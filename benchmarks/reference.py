@@ -40,6 +40,7 @@ import time
 
 from machine import describe  # benchmarks/machine.py, beside this script
 from machine import machine
+from machine import save_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -158,14 +159,13 @@ def measure(args, work):
 
 
 def summary(rows, job, rule, key):
-    """Median of `key` per system, and each system's ratio to the reference."""
-    values = {
-        s: statistics.median(r[key] for r in rows
-                             if r["job"] == job and r["rule"] == rule and r["system"] == s)
-        for s in SYSTEMS if any(r["job"] == job and r["rule"] == rule and r["system"] == s
-                                for r in rows)
-    }  # fmt: skip
-    return values
+    """`{system: median of key}` over the rounds of `job` with `rule`, for
+    the systems that ran it."""
+    values = {}
+    for row in rows:
+        if row["job"] == job and row["rule"] == rule:
+            values.setdefault(row["system"], []).append(row[key])
+    return {system: statistics.median(v) for system, v in values.items()}
 
 
 def write(rows, args, info):
@@ -173,9 +173,7 @@ def write(rows, args, info):
     command = "python benchmarks/reference.py " + " ".join(sys.argv[1:])
     # The time in the name too: runs of one day are kept side by side.
     stem = os.path.join(args.output_dir, f"reference-cpu-{date}-{time.strftime('%H%M')}")
-    with open(stem + ".json", "w") as f:
-        json.dump({"command": command, "machine": info, "date": date,
-                   "settings": vars(args), "rows": rows}, f, indent=1)  # fmt: skip
+    save_record(stem, command, info, date, args, rows)
     lines = [
         f"# keras_local beside the reference PyTorch code, {date}",
         "",
@@ -204,10 +202,10 @@ def write(rows, args, info):
                 f"{value:.2f}", f"{value / values['reference']:.2f}x"]
         lines.append(f"| {job} | {rule} | {label} | " + " | ".join(cells) + " |")
     if "backprop" in args.vgg_rules and "predsim" in args.vgg_rules:
-        lines += ["", "predsim / backprop time per VGG8B step (the FLOP ratio is about 2.5): "
-                  + ", ".join(
-                      f"{s} {summary(rows, 'vgg8b-steps', 'predsim', 'step_s')[s] / summary(rows, 'vgg8b-steps', 'backprop', 'step_s')[s]:.2f}"  # noqa: E501
-                      for s in SYSTEMS)]  # fmt: skip
+        predsim = summary(rows, "vgg8b-steps", "predsim", "step_s")
+        backprop = summary(rows, "vgg8b-steps", "backprop", "step_s")
+        ratios = ", ".join(f"{s} {predsim[s] / backprop[s]:.2f}" for s in SYSTEMS)
+        lines += ["", f"predsim / backprop time per VGG8B step (the FLOP ratio is about 2.5): {ratios}"]
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
